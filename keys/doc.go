@@ -1,0 +1,13 @@
+// Package keys generates signing keys, stores them in encrypted key files and
+// turns them into signers for TUF metadata.
+//
+// Private key files use cosign's format byte for byte: a PKCS#8 key encrypted
+// with scrypt and NaCl secretbox (go-securesystemslib's encrypted package) in a
+// PEM block "ENCRYPTED SIGSTORE PRIVATE KEY". A key written by mtuf can sign
+// with stock cosign, and a cosign.key works anywhere mtuf takes a key, so a
+// team keeps one set of offline keys for both tools. Public keys are PEM
+// "PUBLIC KEY" (PKIX) files; an X.509 certificate is accepted in their place.
+//
+// The key types are the three that TUF names and go-tuf verifies: ed25519,
+// ECDSA on P-256 with SHA-256, and RSA with RSASSA-PSS and SHA-256.
+package keys

@@ -1,0 +1,203 @@
+package keys
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+)
+
+// WriteKeyPair writes priv, encrypted with password, to NAME.key (mode 0600)
+// and its public key to NAME.pub. It never overwrites an existing file: a
+// key file that is replaced by mistake loses a key for good. Each file is
+// written to a temporary file in the same directory and then moved into
+// place, so a failure leaves neither a partial file nor half of a pair.
+func WriteKeyPair(name string, priv crypto.Signer, password []byte) error {
+	if name == "" {
+		return errors.New("no key name given: want a path such as keys/root (writes keys/root.key and keys/root.pub)")
+	}
+	if priv == nil {
+		return errors.New("no private key to write")
+	}
+	keyPath, pubPath := name+".key", name+".pub"
+	// Refuse a missing directory or an existing file before the deliberately
+	// slow encryption. publishFile checks again, without a race.
+	dir := filepath.Dir(name)
+	if fi, err := os.Stat(dir); err != nil {
+		return fmt.Errorf("key directory: %w", err)
+	} else if !fi.IsDir() {
+		return fmt.Errorf("key directory %s is not a directory", dir)
+	}
+	for _, p := range []string{keyPath, pubPath} {
+		if _, err := os.Lstat(p); err == nil {
+			return fmt.Errorf("%s already exists: remove it or choose another name", p)
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("checking %s: %w", p, err)
+		}
+	}
+	privPEM, err := MarshalPrivate(priv, password)
+	if err != nil {
+		return fmt.Errorf("key %s: %w", name, err)
+	}
+	pubPEM, err := MarshalPublic(priv.Public())
+	if err != nil {
+		return fmt.Errorf("key %s: %w", name, err)
+	}
+	if err := publishFile(keyPath, privPEM, 0o600); err != nil {
+		return err
+	}
+	if err := publishFile(pubPath, pubPEM, 0o644); err != nil {
+		if rmErr := os.Remove(keyPath); rmErr != nil {
+			return fmt.Errorf("%w (and removing %s failed: %v)", err, keyPath, rmErr)
+		}
+		return err
+	}
+	return nil
+}
+
+// publishFile writes data to path through a temporary file in the same
+// directory. The final step is a hard link rather than a rename because a
+// link fails when path exists, where a rename would replace it.
+func publishFile(path string, data []byte, mode fs.FileMode) (err error) {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	defer func() {
+		// On success the data lives on under path; the temporary name goes
+		// either way.
+		if rmErr := os.Remove(tmpName); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) && err == nil {
+			err = fmt.Errorf("removing temporary file %s: %w", tmpName, rmErr)
+		}
+	}()
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Link(tmpName, path); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists: remove it or choose another name", path)
+		}
+		// Some filesystems have no hard links; fall back to a rename after
+		// checking again that nothing is in the way.
+		if _, statErr := os.Lstat(path); statErr == nil {
+			return fmt.Errorf("%s already exists: remove it or choose another name", path)
+		}
+		if err := os.Rename(tmpName, path); err != nil {
+			return fmt.Errorf("writing %s: %w", path, err)
+		}
+	}
+	syncDir(dir)
+	return nil
+}
+
+// syncDir makes the new directory entry durable where the platform allows;
+// failure only weakens durability after a crash, so it is not reported.
+func syncDir(dir string) {
+	d, err := os.Open(dir)
+	if err != nil {
+		return
+	}
+	_ = d.Sync()
+	_ = d.Close()
+}
+
+// uriScheme matches the scheme of a key reference such as
+// "pkcs11:token=...". A scheme has at least two characters so that a
+// Windows drive letter ("C:\keys\root.key") stays a path.
+var uriScheme = regexp.MustCompile(`^([a-zA-Z][a-zA-Z0-9+.-]+):`)
+
+// refScheme returns the scheme of ref, or "" when ref is a file path. A
+// path that happens to contain a colon is still a path when the file exists.
+func refScheme(ref string) string {
+	m := uriScheme.FindStringSubmatch(ref)
+	if m == nil {
+		return ""
+	}
+	if _, err := os.Stat(ref); err == nil {
+		return ""
+	}
+	return strings.ToLower(m[1])
+}
+
+// LoadPrivate loads the private key that ref names. A reference is the path
+// of an encrypted key file (ours or cosign's); the password comes from pw and
+// is asked for only once the file is known to be an encrypted private key.
+func LoadPrivate(ctx context.Context, ref string, pw PasswordSource) (crypto.Signer, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	switch scheme := refScheme(ref); scheme {
+	case "":
+		return loadPrivateFile(ref, pw)
+	default:
+		return nil, fmt.Errorf("private key %s: unsupported key reference scheme %q: give the path of a key file", ref, scheme)
+	}
+}
+
+func loadPrivateFile(path string, pw PasswordSource) (crypto.Signer, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading private key: %w", err)
+	}
+	// Refuse a file that cannot be an encrypted key before asking for a
+	// password that would be typed for nothing.
+	if block, err := decodePEM(data); err != nil || (block.Type != pemSigstorePrivate && block.Type != pemCosignPrivate) {
+		_, err := ParsePrivate(data, nil)
+		return nil, fmt.Errorf("private key %s: %w", path, err)
+	}
+	password, err := pw.Password(path, false)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(password)
+	priv, err := ParsePrivate(data, password)
+	if err != nil {
+		return nil, fmt.Errorf("private key %s: %w", path, err)
+	}
+	return priv, nil
+}
+
+// LoadPublic loads the public key that ref names: a PEM public key file
+// (NAME.pub) or an X.509 certificate.
+func LoadPublic(ref string) (crypto.PublicKey, error) {
+	switch scheme := refScheme(ref); scheme {
+	case "":
+		return loadPublicFile(ref)
+	default:
+		return nil, fmt.Errorf("public key %s: unsupported key reference scheme %q: give the path of a public key file", ref, scheme)
+	}
+}
+
+func loadPublicFile(path string) (crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading public key: %w", err)
+	}
+	if block, err := decodePEM(data); err == nil && (block.Type == pemSigstorePrivate || block.Type == pemCosignPrivate) {
+		return nil, fmt.Errorf("%s is a private key; pass %s", path, strings.TrimSuffix(path, ".key")+".pub")
+	}
+	pub, err := ParsePublic(data)
+	if err != nil {
+		return nil, fmt.Errorf("public key %s: %w", path, err)
+	}
+	return pub, nil
+}
