@@ -242,6 +242,19 @@ type PCRResult struct {
 	Match   bool
 }
 
+// MarshalJSON writes digests as lowercase hex, as measurements documents
+// do, so that a report can be compared with the document by eye.
+func (r PCRResult) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		Index    uint32 `json:"index"`
+		Expected string `json:"expected"`
+		Actual   string `json:"actual,omitempty"`
+		WarnOnly bool   `json:"warnOnly"`
+		Missing  bool   `json:"missing,omitempty"`
+		Match    bool   `json:"match"`
+	}{r.Index, hex.EncodeToString(r.Expected), hex.EncodeToString(r.Actual), r.WarnOnly, r.Missing, r.Match})
+}
+
 // Failed tells whether the result fails verification: a mismatch of an
 // enforced PCR. A warn-only mismatch is reported but does not fail.
 func (r PCRResult) Failed() bool {
