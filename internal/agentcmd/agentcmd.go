@@ -1,0 +1,313 @@
+// Package agentcmd is the mtuf-agent command: it opens the node's TPM,
+// optionally boots a test TPM through a described boot chain, and serves
+// attestations over HTTP until it is interrupted.
+package agentcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/google/go-tpm-tools/client"
+	"github.com/spf13/cobra"
+
+	"github.com/mtuf/mtuf/internal/agent"
+	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/tpm"
+)
+
+// Exit statuses.
+const (
+	exitOK    = 0
+	exitError = 1 // the agent could not start or failed while serving
+	exitUsage = 2 // bad flags or arguments
+)
+
+// DefaultListen is where the agent listens unless told otherwise: loopback,
+// so that exposing attestations to the network is a deliberate choice.
+const DefaultListen = "127.0.0.1:8733"
+
+// HTTP server timeouts. A request is a small JSON body; an attestation takes
+// one quote per PCR bank, which a slow hardware TPM may take seconds to sign.
+const (
+	readHeaderTimeout = 10 * time.Second
+	readTimeout       = 30 * time.Second
+	writeTimeout      = 2 * time.Minute
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+	shutdownTimeout   = 10 * time.Second
+)
+
+// Main runs mtuf-agent with os.Args and returns its exit status. SIGINT and
+// SIGTERM shut it down cleanly.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+}
+
+type options struct {
+	listen    string
+	tpmSpec   string
+	bootLog   string
+	akPubOut  string
+	readyFile string
+	akType    string
+}
+
+// usageError marks errors in how the command was invoked.
+type usageError struct{ error }
+
+func (e usageError) Unwrap() error { return e.error }
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	var opts options
+	cmd := &cobra.Command{
+		Use:   "mtuf-agent",
+		Short: "Serve this node's TPM attestations to verifiers",
+		Long: `mtuf-agent serves attestations of this node's TPM over HTTP. A verifier
+POSTs a fresh nonce to ` + agentapi.AttestationPath + ` and receives a go-tpm-tools
+Attestation: a quote of every allocated PCR bank over the nonce, signed by the
+node's attestation key (AK), with the TCG event log. GET ` + agentapi.AKPath + ` returns
+the AK public key (PEM), for pinning.
+
+--tpm selects the TPM: a device such as /dev/tpmrm0 (the default), tcp://HOST:PORT
+for a TCP TPM such as swtpm (its server port; swtpm must run with
+--flags not-need-init,startup-clear), sim for a fresh in-process simulator, or
+sim:SEED for a simulator whose keys are the same on every run (demos and tests).
+
+--boot-log FILE measures a described boot (YAML or JSON) into a test TPM (sim or
+tcp://) and serves its event log. A device's PCRs hold this machine's real boot
+and are never extended; the agent serves the firmware's event log instead.`,
+		Example: `  # Serve the node's TPM to the cluster network:
+  mtuf-agent --tpm /dev/tpmrm0 --listen 0.0.0.0:8733 --ak-pub-out /run/mtuf/ak.pem
+
+  # A simulated node booted as image v1.0.0, on a port chosen by the system:
+  mtuf-agent --tpm sim:1 --boot-log testdata/boot/image-v1.0.0.yaml \
+    --listen 127.0.0.1:0 --ready-file agent.addr --ak-pub-out ak.pem`,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unexpected argument %q: mtuf-agent takes only flags", args[0])}
+			}
+			return nil
+		},
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return serve(cmd.Context(), opts, stderr)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&opts.listen, "listen", DefaultListen, "listen on `ADDR` (HOST:PORT); port 0 picks a free port, see --ready-file")
+	f.StringVar(&opts.tpmSpec, "tpm", "/dev/tpmrm0", "`TPM`: a device path, tcp://HOST:PORT, sim or sim:SEED")
+	f.StringVar(&opts.bootLog, "boot-log", "", "boot chain description (YAML or JSON) `FILE` to measure into a test TPM (sim or tcp:// only)")
+	f.StringVar(&opts.akPubOut, "ak-pub-out", "", "write the attestation key's public key (PEM) to `FILE` at start-up")
+	f.StringVar(&opts.readyFile, "ready-file", "", "once serving, write the listening HOST:PORT to `FILE` (removed at shutdown)")
+	f.StringVar(&opts.akType, "ak-type", "ecc", "attestation key `type`: ecc (P-256) or rsa (2048 bits)")
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
+		return usageError{err}
+	})
+	cmd.SetArgs(args)
+	cmd.SetOut(stdout)
+	cmd.SetErr(stderr)
+
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "mtuf-agent: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, "Run 'mtuf-agent --help' for usage.")
+		return exitUsage
+	}
+	return exitError
+}
+
+func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+
+	akType, err := agent.ParseKeyType(opts.akType)
+	if err != nil {
+		return usageError{fmt.Errorf("--ak-type: %w", err)}
+	}
+	if opts.listen == "" {
+		return usageError{errors.New("--listen: give HOST:PORT, as in " + DefaultListen)}
+	}
+	testTPM := tpm.IsTestTPM(opts.tpmSpec)
+	var chain *tpm.BootChain
+	if opts.bootLog != "" {
+		if !testTPM {
+			return usageError{fmt.Errorf("--boot-log extends PCRs, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): the PCRs of %q hold this machine's real boot", opts.tpmSpec)}
+		}
+		if chain, err = tpm.LoadBootChain(opts.bootLog); err != nil {
+			return err
+		}
+	}
+
+	ln, err := net.Listen("tcp", opts.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w: is another agent running there? choose another --listen address", opts.listen, err)
+	}
+	defer ln.Close()
+
+	rw, err := tpm.Open(opts.tpmSpec)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := rw.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("close TPM %s: %w", opts.tpmSpec, cerr)
+		}
+	}()
+
+	eventLog, err := startupEventLog(rw, opts.tpmSpec, testTPM, chain, logger)
+	if err != nil {
+		return err
+	}
+
+	srv, err := agent.New(agent.Config{TPM: rw, EventLog: eventLog, KeyType: akType})
+	if err != nil {
+		return fmt.Errorf("TPM %s: %w", opts.tpmSpec, err)
+	}
+	defer srv.Close()
+
+	if opts.akPubOut != "" {
+		if err := writeFileAtomic(opts.akPubOut, srv.AKPublicPEM(), 0o644); err != nil {
+			return fmt.Errorf("--ak-pub-out: %w", err)
+		}
+	}
+	addr := ln.Addr().String()
+	if opts.readyFile != "" {
+		if err := writeFileAtomic(opts.readyFile, []byte(addr+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+		defer os.Remove(opts.readyFile)
+	}
+
+	hs := &http.Server{
+		Handler:           logRequests(srv, logger),
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- hs.Serve(ln) }()
+	logger.Info("serving attestations", "addr", addr, "tpm", opts.tpmSpec, "ak", akType.String(), "event_log_bytes", len(eventLog))
+
+	select {
+	case err := <-serveErr:
+		return fmt.Errorf("serve on %s: %w", addr, err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shut down: %w", err)
+	}
+	return nil
+}
+
+// startupEventLog returns the event log the agent serves: the described
+// boot's for a test TPM booted with --boot-log, the firmware's for a device,
+// none for a test TPM that was not booted.
+func startupEventLog(rw io.ReadWriter, spec string, testTPM bool, chain *tpm.BootChain, logger *slog.Logger) ([]byte, error) {
+	switch {
+	case chain != nil:
+		log, err := tpm.Boot(rw, chain)
+		if err != nil {
+			return nil, fmt.Errorf("boot TPM %s with %q: %w", spec, chain.Name, err)
+		}
+		logger.Info("booted TPM", "tpm", spec, "boot", chain.Name, "events", len(chain.Events))
+		return log, nil
+	case testTPM:
+		return nil, nil
+	default:
+		log, err := client.GetEventLog(rw)
+		if err != nil {
+			// Quotes still prove the PCRs; the verifier only loses the
+			// ability to explain them.
+			logger.Warn("no firmware event log: attestations will carry none", "err", err)
+			return nil, nil
+		}
+		return log, nil
+	}
+}
+
+// writeFileAtomic writes data to path so that a reader sees either no file
+// or all of it: tests and scripts poll for these files.
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(perm); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// logRequests logs one line per request once it is answered.
+func logRequests(h http.Handler, logger *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(rec, r)
+		logger.Info("request",
+			"remote", r.RemoteAddr,
+			"method", r.Method,
+			"path", r.URL.Path,
+			"status", rec.status,
+			"bytes", rec.bytes,
+			"duration", time.Since(start).Round(time.Microsecond),
+		)
+	})
+}
+
+type statusRecorder struct {
+	http.ResponseWriter
+	status      int
+	bytes       int
+	wroteHeader bool
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if !r.wroteHeader {
+		r.status, r.wroteHeader = code, true
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	r.wroteHeader = true
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += n
+	return n, err
+}
