@@ -1,0 +1,178 @@
+package repo
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mtuf/mtuf/keys"
+)
+
+// WorkspaceFile is the name of a workspace's configuration file.
+const WorkspaceFile = "mtuf-workspace.json"
+
+// Default expiry periods. Root is signed offline and rarely, so it lives
+// a year; snapshot and timestamp are re-signed by an online key on a
+// schedule, so a short life bounds how long a freeze attack can last.
+var DefaultExpiry = map[string]time.Duration{
+	"root":      365 * 24 * time.Hour,
+	"targets":   90 * 24 * time.Hour,
+	"snapshot":  7 * 24 * time.Hour,
+	"timestamp": 24 * time.Hour,
+}
+
+// WorkspaceConfig is what a maintainer's workspace records: where the
+// repository lives and which keys sign the roles that are signed online.
+// Root keys are never recorded: they are offline.
+type WorkspaceConfig struct {
+	Storage string              `json:"storage"`
+	Keys    map[string][]string `json:"keys"`
+	Expiry  map[string]Duration `json:"expiry"`
+}
+
+// Duration is a time.Duration that reads and writes as "720h0m0s".
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Workspace is a maintainer's working directory for one repository.
+type Workspace struct {
+	Dir     string
+	Config  WorkspaceConfig
+	Storage Storage
+	// Password unlocks encrypted key files.
+	Password keys.PasswordSource
+	// Now is the clock used for expiry; nil means time.Now.
+	Now func() time.Time
+}
+
+// OpenWorkspace reads the workspace in dir and opens its storage.
+func OpenWorkspace(dir string) (*Workspace, error) {
+	data, err := os.ReadFile(filepath.Join(dir, WorkspaceFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s is not an mtuf workspace (no %s): create one with 'mtuf repo init --workspace %s'", dir, WorkspaceFile, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", dir, err)
+	}
+	var cfg WorkspaceConfig
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("workspace %s: corrupt %s: %w", dir, WorkspaceFile, err)
+	}
+	st, err := OpenStorage(cfg.Storage)
+	if err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", dir, err)
+	}
+	return &Workspace{Dir: dir, Config: cfg, Storage: st}, nil
+}
+
+func (w *Workspace) now() time.Time {
+	if w.Now != nil {
+		return w.Now().UTC()
+	}
+	return time.Now().UTC()
+}
+
+func (w *Workspace) expiry(role string) time.Time {
+	d := DefaultExpiry[role]
+	if v, ok := w.Config.Expiry[role]; ok && v > 0 {
+		d = time.Duration(v)
+	}
+	return w.now().Add(d).Truncate(time.Second)
+}
+
+func (w *Workspace) save() error {
+	data, err := json.MarshalIndent(w.Config, "", "  ")
+	if err != nil {
+		return err
+	}
+	st, err := NewFileStorage(w.Dir)
+	if err != nil {
+		return err
+	}
+	return st.Replace(context.Background(), WorkspaceFile, append(data, '\n'))
+}
+
+// OpenStorage opens the storage named by a URL: file:///abs/dir, or a
+// plain directory path.
+func OpenStorage(raw string) (Storage, error) {
+	if raw == "" {
+		return nil, errors.New("no storage configured: give --storage file://DIR")
+	}
+	if !strings.Contains(raw, "://") {
+		return NewFileStorage(raw)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("storage %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "file":
+		if u.Host != "" && u.Host != "localhost" {
+			return nil, fmt.Errorf("storage %q: a file URL names a local directory, as file:///abs/dir", raw)
+		}
+		return NewFileStorage(u.Path)
+	default:
+		return nil, fmt.Errorf("storage %q: unsupported scheme %q (use file://DIR)", raw, u.Scheme)
+	}
+}
+
+// normalizeStorage turns a relative directory into an absolute file URL,
+// so that a workspace keeps working from any current directory.
+func normalizeStorage(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("no storage given: use --storage file://DIR")
+	}
+	p := raw
+	if strings.HasPrefix(raw, "file://") {
+		p = strings.TrimPrefix(raw, "file://")
+	} else if strings.Contains(raw, "://") {
+		return raw, nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return "", err
+	}
+	return "file://" + filepath.ToSlash(abs), nil
+}
+
+// publicKey finds the public half of a key reference without a password
+// where it can: NAME.pub beside NAME.key, or a public key file itself.
+func publicKey(ctx context.Context, ref string, pw keys.PasswordSource) (crypto.PublicKey, error) {
+	if pub, err := keys.LoadPublic(ref); err == nil {
+		return pub, nil
+	}
+	if strings.HasSuffix(ref, ".key") {
+		if pub, err := keys.LoadPublic(strings.TrimSuffix(ref, ".key") + ".pub"); err == nil {
+			return pub, nil
+		}
+	}
+	priv, err := keys.LoadPrivate(ctx, ref, pw)
+	if err != nil {
+		return nil, err
+	}
+	return priv.Public(), nil
+}
