@@ -1,0 +1,312 @@
+// Package client is the mtuf updater and cluster verifier that an
+// integrator embeds: it keeps a trusted copy of an mtuf repository's TUF
+// metadata, fetches the measurements of an image version through it, and
+// verifies nodes' TPM attestations against them.
+//
+// State lives in one directory:
+//
+//	config.json   the repository URL and the verified measurements
+//	tuf/          trusted TUF metadata (root.json, timestamp.json, ...)
+//	targets/      verified target files
+//
+// Every file is replaced atomically, so an interrupted update leaves the
+// previous trusted state.
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/mtuf/mtuf/metadata"
+)
+
+// ErrNotInitialized is returned when the state directory holds no client.
+var ErrNotInitialized = errors.New("client not initialized")
+
+// ErrUntrusted marks an update refused because the repository's metadata
+// or a target failed a TUF check: a bad signature, an expired role, a
+// rollback, a file whose hash or length differs from the signed one. It is
+// what an attack looks like, as opposed to a network fault.
+var ErrUntrusted = errors.New("repository content refused")
+
+// Config is the client's config file.
+type Config struct {
+	Repository string `json:"repository"`
+	// Image and Platform are those of the last update.
+	Image    string `json:"image,omitempty"`
+	Platform string `json:"platform,omitempty"`
+	// Measurements are the TUF-verified reference values for Image on
+	// Platform.
+	Measurements *metadata.Measurements `json:"measurements,omitempty"`
+	UpdatedAt    *time.Time             `json:"updatedAt,omitempty"`
+}
+
+// Client is a TUF client for one mtuf repository.
+type Client struct {
+	dir    string
+	config Config
+	// HTTPClient is used for repository downloads; nil means a client
+	// with a 60 second timeout.
+	HTTPClient *http.Client
+	// Now is the reference time for expiry checks; nil means time.Now.
+	Now func() time.Time
+}
+
+const (
+	configFile = "config.json"
+	tufDir     = "tuf"
+	targetsDir = "targets"
+)
+
+// DefaultStateDir is where the client keeps its state when none is given:
+// $MTUF_STATE, else the user's config directory.
+func DefaultStateDir() (string, error) {
+	if d := os.Getenv("MTUF_STATE"); d != "" {
+		return d, nil
+	}
+	d, err := os.UserConfigDir()
+	if err != nil {
+		return "", fmt.Errorf("no state directory: give --state DIR or set MTUF_STATE (%w)", err)
+	}
+	return filepath.Join(d, "mtuf"), nil
+}
+
+// NormalizeRepositoryURL accepts http(s):// and file:// URLs and plain
+// directory paths, which become file URLs.
+func NormalizeRepositoryURL(raw string) (string, error) {
+	if raw == "" {
+		return "", errors.New("no repository URL: give --repo URL")
+	}
+	if !strings.Contains(raw, "://") {
+		abs, err := filepath.Abs(raw)
+		if err != nil {
+			return "", err
+		}
+		return "file://" + filepath.ToSlash(abs), nil
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("repository URL %q: %w", raw, err)
+	}
+	switch u.Scheme {
+	case "http", "https", "file":
+	default:
+		return "", fmt.Errorf("repository URL %q: unsupported scheme %q (use https://, http:// or file://)", raw, u.Scheme)
+	}
+	return strings.TrimSuffix(raw, "/"), nil
+}
+
+// Init creates a client in dir for the repository at repoURL, trusting
+// root, which must be a valid root metadata file signed by its own
+// threshold of keys.
+func Init(dir, repoURL string, root []byte) (*Client, error) {
+	u, err := NormalizeRepositoryURL(repoURL)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, configFile)); err == nil {
+		return nil, fmt.Errorf("%s already holds an mtuf client; remove it or choose another --state", dir)
+	}
+	if _, err := trustedmetadata.New(root); err != nil {
+		return nil, fmt.Errorf("initial root is not valid root metadata signed by its own keys: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, tufDir), 0o700); err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir, err)
+	}
+	if err := writeFileAtomic(filepath.Join(dir, tufDir, "root.json"), root, 0o644); err != nil {
+		return nil, err
+	}
+	c := &Client{dir: dir, config: Config{Repository: u}}
+	if err := c.saveConfig(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Open opens an initialized client in dir.
+func Open(dir string) (*Client, error) {
+	data, err := os.ReadFile(filepath.Join(dir, configFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%w in %s: run 'mtuf client init --repo URL --root root.json' first", ErrNotInitialized, dir)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("state %s: %w", dir, err)
+	}
+	c := &Client{dir: dir}
+	if err := json.Unmarshal(data, &c.config); err != nil {
+		return nil, fmt.Errorf("state %s: corrupt %s (%v): remove the directory and run 'mtuf client init' again", dir, configFile, err)
+	}
+	if c.config.Measurements != nil {
+		if err := c.config.Measurements.Validate(); err != nil {
+			return nil, fmt.Errorf("state %s: measurements in %s: %w", dir, configFile, err)
+		}
+	}
+	return c, nil
+}
+
+// Config returns the client's current configuration.
+func (c *Client) Config() Config { return c.config }
+
+func (c *Client) saveConfig() error {
+	data, err := json.MarshalIndent(c.config, "", "  ")
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(c.dir, configFile), append(data, '\n'), 0o644)
+}
+
+func (c *Client) updater(ctx context.Context) (*updater.Updater, error) {
+	root, err := os.ReadFile(filepath.Join(c.dir, tufDir, "root.json"))
+	if err != nil {
+		return nil, fmt.Errorf("state %s: trusted root: %w", c.dir, err)
+	}
+	cfg, err := config.New(c.config.Repository+"/metadata", root)
+	if err != nil {
+		return nil, err
+	}
+	cfg.RemoteTargetsURL = c.config.Repository + "/targets"
+	cfg.LocalMetadataDir = filepath.Join(c.dir, tufDir)
+	cfg.LocalTargetsDir = filepath.Join(c.dir, targetsDir)
+	cfg.PrefixTargetsWithHash = true
+	hc := c.HTTPClient
+	if hc == nil {
+		hc = &http.Client{Timeout: 60 * time.Second}
+	}
+	cfg.Fetcher = &fetcher{ctx: ctx, http: hc}
+	up, err := updater.New(cfg)
+	if err != nil {
+		return nil, explain(err)
+	}
+	if c.Now != nil {
+		up.UnsafeSetRefTime(c.Now())
+	}
+	return up, nil
+}
+
+// Refresh brings the trusted metadata up to date with the repository,
+// following the TUF client workflow.
+func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
+	up, err := c.updater(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := up.Refresh(); err != nil {
+		return nil, fmt.Errorf("update from %s: %w", c.config.Repository, explain(err))
+	}
+	return up, nil
+}
+
+// Update refreshes the trusted metadata, downloads the measurements for
+// image on platform, checks them against their signed hashes, and records
+// them in the config as the trusted reference values.
+func (c *Client) Update(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
+	name, err := metadata.MeasurementsTarget(image, platform)
+	if err != nil {
+		return nil, err
+	}
+	up, err := c.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	data, err := c.download(up, name)
+	if err != nil {
+		if errors.Is(err, errTargetNotFound) {
+			return nil, fmt.Errorf("the repository has no measurements for image %s on platform %s; run 'mtuf client list' to see what it offers", image, platform)
+		}
+		return nil, err
+	}
+	m, err := metadata.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%w: target %s is signed but not a valid measurements document: %v", ErrUntrusted, name, err)
+	}
+	if m.Image != image || m.Platform != platform {
+		return nil, fmt.Errorf("%w: target %s holds measurements for image %s on %s", ErrUntrusted, name, m.Image, m.Platform)
+	}
+	now := time.Now().UTC()
+	c.config.Image, c.config.Platform, c.config.Measurements, c.config.UpdatedAt = image, platform, m, &now
+	if err := c.saveConfig(); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+var errTargetNotFound = errors.New("target not found")
+
+// download returns a verified target, from the cache when it is there.
+func (c *Client) download(up *updater.Updater, name string) ([]byte, error) {
+	ti, err := up.GetTargetInfo(name)
+	if err != nil {
+		if strings.Contains(err.Error(), "not found") && !errors.Is(err, &tuf.ErrDownloadHTTP{}) {
+			return nil, fmt.Errorf("%s: %w", name, errTargetNotFound)
+		}
+		return nil, fmt.Errorf("target %s: %w", name, explain(err))
+	}
+	if err := os.MkdirAll(filepath.Join(c.dir, targetsDir), 0o700); err != nil {
+		return nil, err
+	}
+	if _, data, err := up.FindCachedTarget(ti, ""); err == nil && data != nil {
+		return data, nil
+	}
+	_, data, err := up.DownloadTarget(ti, "", "")
+	if err != nil {
+		return nil, fmt.Errorf("target %s: %w", name, explain(err))
+	}
+	return data, nil
+}
+
+// Available is one image version and platform the repository offers.
+type Available struct {
+	Image    string `json:"image"`
+	Platform string `json:"platform"`
+	Target   string `json:"target"`
+}
+
+// List refreshes the metadata and returns the measurements on offer.
+func (c *Client) List(ctx context.Context) ([]Available, error) {
+	up, err := c.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Available
+	for name := range up.GetTopLevelTargets() {
+		if img, plat, ok := metadata.ParseMeasurementsTarget(name); ok {
+			out = append(out, Available{Image: img, Platform: plat, Target: name})
+		}
+	}
+	sortAvailable(out)
+	return out, nil
+}
+
+// explain turns go-tuf's errors into what they mean for the user, keeping
+// ErrUntrusted on every refusal that an attacker could cause.
+func explain(err error) error {
+	switch {
+	case errors.Is(err, &tuf.ErrExpiredMetadata{}):
+		return fmt.Errorf("%w: %v; the repository has not been refreshed in time, or someone is replaying old metadata (freeze attack); nothing trusted was changed", ErrUntrusted, err)
+	case errors.Is(err, &tuf.ErrBadVersionNumber{}), errors.Is(err, &tuf.ErrEqualVersionNumber{}):
+		return fmt.Errorf("%w: %v; metadata older than what this client already trusts was offered (rollback attack)", ErrUntrusted, err)
+	case errors.Is(err, &tuf.ErrUnsignedMetadata{}):
+		return fmt.Errorf("%w: %v; the metadata is not signed by the required threshold of trusted keys", ErrUntrusted, err)
+	case errors.Is(err, &tuf.ErrLengthOrHashMismatch{}), errors.Is(err, &tuf.ErrDownloadLengthMismatch{}):
+		return fmt.Errorf("%w: %v; a file from the repository differs from its signed length or hash (tampered on the server or in transit)", ErrUntrusted, err)
+	case errors.Is(err, &tuf.ErrRepository{}):
+		return fmt.Errorf("%w: %v", ErrUntrusted, err)
+	case errors.Is(err, &tuf.ErrDownloadHTTP{}):
+		return fmt.Errorf("repository unreachable or incomplete: %v", err)
+	}
+	return err
+}

@@ -1,0 +1,104 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+)
+
+// fetcher downloads repository files over http(s):// and file://. It
+// implements go-tuf's fetcher.Fetcher.
+type fetcher struct {
+	ctx  context.Context
+	http *http.Client
+}
+
+// DownloadFile implements go-tuf's fetcher.Fetcher. A missing file is
+// reported as an HTTP 404 for every scheme, which go-tuf's root probe reads
+// as "no newer root".
+func (f *fetcher) DownloadFile(rawURL string, maxLength int64, _ time.Duration) ([]byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, fmt.Errorf("repository URL %q: %w", rawURL, err)
+	}
+	switch u.Scheme {
+	case "file":
+		return f.file(u, rawURL, maxLength)
+	case "http", "https":
+		return f.httpGet(rawURL, maxLength)
+	default:
+		return nil, fmt.Errorf("repository URL %q: unsupported scheme %q (use http, https or file)", rawURL, u.Scheme)
+	}
+}
+
+func (f *fetcher) file(u *url.URL, rawURL string, maxLength int64) ([]byte, error) {
+	fh, err := os.Open(u.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, &tuf.ErrDownloadHTTP{StatusCode: http.StatusNotFound, URL: rawURL}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", u.Path, err)
+	}
+	defer fh.Close()
+	return readLimited(fh, maxLength, rawURL)
+}
+
+func (f *fetcher) httpGet(rawURL string, maxLength int64) ([]byte, error) {
+	req, err := http.NewRequestWithContext(f.ctx, http.MethodGet, rawURL, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("User-Agent", "mtuf")
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", rawURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusForbidden && isRootProbe(rawURL) {
+		// Object stores that do not allow listing answer 403 for a key
+		// that does not exist; for the next root version that means
+		// there is none. Any other 403 is still an error.
+		return nil, &tuf.ErrDownloadHTTP{StatusCode: http.StatusNotFound, URL: rawURL}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, &tuf.ErrDownloadHTTP{StatusCode: resp.StatusCode, URL: rawURL}
+	}
+	if cl := resp.Header.Get("Content-Length"); cl != "" {
+		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n > maxLength {
+			return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is %d bytes, more than the %d expected", rawURL, n, maxLength)}
+		}
+	}
+	return readLimited(resp.Body, maxLength, rawURL)
+}
+
+func readLimited(r io.Reader, maxLength int64, what string) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, maxLength+1))
+	if err != nil {
+		return nil, fmt.Errorf("download %s: %w", what, err)
+	}
+	if int64(len(data)) > maxLength {
+		return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is more than the %d bytes expected", what, maxLength)}
+	}
+	return data, nil
+}
+
+// isRootProbe tells whether a URL names a versioned root, N.root.json.
+func isRootProbe(rawURL string) bool {
+	base := rawURL[strings.LastIndex(rawURL, "/")+1:]
+	v, ok := strings.CutSuffix(base, ".root.json")
+	if !ok {
+		return false
+	}
+	_, err := strconv.ParseUint(v, 10, 63)
+	return err == nil
+}
