@@ -1,0 +1,107 @@
+package mtufcmd
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mtuf/mtuf/keys"
+)
+
+func newKeysCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "keys",
+		Short: "Generate keys and show their TUF key ids",
+		Example: `  MTUF_PASSWORD=... mtuf keys generate --type ecdsa-p256 --out releases
+  mtuf keys id releases.pub`,
+	}
+	c.AddCommand(newKeysGenerateCmd(g), newKeysIDCmd(g))
+	return c
+}
+
+func newKeysGenerateCmd(g *globals) *cobra.Command {
+	var typ, out string
+	c := &cobra.Command{
+		Use:   "generate --type TYPE --out NAME",
+		Short: "Generate a key pair: NAME.key (encrypted, cosign format, 0600) and NAME.pub",
+		Long: `Generate a key pair. NAME.key is encrypted with a password, in the format
+cosign uses, so cosign can sign with it and mtuf can use keys made by
+'cosign generate-key-pair'. NAME.pub is the PEM public key.
+
+The password comes from $MTUF_PASSWORD, --password-file, or a prompt.`,
+		Example: `  mtuf keys generate --type ed25519 --out root-1
+  MTUF_PASSWORD=... mtuf keys generate --type ecdsa-p256 --out releases`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if out == "" {
+				return usageErr("--out NAME is required")
+			}
+			t, err := keys.ParseType(typ)
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			pw, err := g.password().Password(fmt.Sprintf("password for %s.key", out), true)
+			if err != nil {
+				return err
+			}
+			priv, err := keys.Generate(t)
+			if err != nil {
+				return err
+			}
+			if err := keys.WriteKeyPair(out, priv, pw); err != nil {
+				return err
+			}
+			id, err := keys.KeyID(priv.Public())
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				return g.printJSON(map[string]string{"private": out + ".key", "public": out + ".pub", "keyid": id, "type": string(t)})
+			}
+			fmt.Fprintf(g.stdout, "wrote %s.key and %s.pub (%s, key id %s)\n", out, out, t, id)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&typ, "type", "ed25519", "key type: ed25519, ecdsa-p256 or rsa-3072")
+	c.Flags().StringVar(&out, "out", "", "write `NAME`.key and NAME.pub")
+	addOutputFlag(c, g)
+	return c
+}
+
+func newKeysIDCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "id FILE",
+		Short: "Print the TUF key id of a public or private key",
+		Long: `Print the TUF key id of a key: a PEM public key, or an encrypted private key
+(which needs its password).`,
+		Example: `  mtuf keys id root-1.pub
+  MTUF_PASSWORD=... mtuf keys id cosign.key`,
+		Args: exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pub, err := keys.LoadPublic(args[0])
+			if err != nil {
+				priv, perr := keys.LoadPrivate(cmd.Context(), args[0], g.password())
+				if perr != nil {
+					if data, rerr := os.ReadFile(args[0]); rerr == nil && bytes.Contains(data, []byte("PRIVATE KEY")) {
+						return perr
+					}
+					return err
+				}
+				pub = priv.Public()
+			}
+			id, err := keys.KeyID(pub)
+			if err != nil {
+				return fmt.Errorf("%s: %w", args[0], err)
+			}
+			if g.json() {
+				return g.printJSON(map[string]string{"file": args[0], "keyid": id})
+			}
+			fmt.Fprintln(g.stdout, id)
+			return nil
+		},
+	}
+	addOutputFlag(c, g)
+	return c
+}

@@ -1,0 +1,261 @@
+// Package pcrreadercmd is the pcr-reader command: it reads the PCRs of one
+// bank from a TPM, or from a node's mtuf-agent, applies the platform's
+// profile and writes a measurements document ready for 'mtuf repo publish'.
+package pcrreadercmd
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
+	"github.com/google/go-tpm-tools/quote"
+	"github.com/google/go-tpm/legacy/tpm2"
+	"github.com/spf13/cobra"
+
+	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/tpm"
+	"github.com/mtuf/mtuf/keys"
+	"github.com/mtuf/mtuf/metadata"
+)
+
+type usageError struct{ error }
+
+// Main runs pcr-reader with os.Args and returns the exit status: 0 on
+// success, 1 when reading failed, 2 for a bad command line.
+func Main() int {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	cmd := newCommand(os.Stdout, os.Stderr)
+	cmd.SetArgs(os.Args[1:])
+	err := cmd.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "pcr-reader: %v\n", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+type options struct {
+	tpmSpec, agentURL, bootLog, trustedAK string
+	image, platform, bank, out           string
+	enforce, warnOnly                    []uint
+}
+
+func newCommand(stdout, stderr io.Writer) *cobra.Command {
+	var o options
+	c := &cobra.Command{
+		Use:   "pcr-reader (--tpm SPEC | --agent URL) --image V --platform P --out FILE",
+		Short: "Read PCRs from a TPM and write a measurements document",
+		Long: `pcr-reader reads one PCR bank from a TPM (a device, a TCP TPM such as swtpm,
+or the simulator) or from a node's mtuf-agent, applies the platform's
+profile (which PCRs are enforced, warn-only or left out, and why), and
+writes a measurements document for 'mtuf repo publish'.
+
+Platforms: ` + strings.Join(metadata.Platforms(), ", "),
+		Example: `  pcr-reader --tpm /dev/tpmrm0 --image v1.0.0 --platform qemu-vtpm --out measurements.json
+  pcr-reader --agent http://10.0.0.5:8733 --trusted-ak node-ak.pem \
+      --image v1.0.0 --platform qemu-vtpm --out measurements.json
+  pcr-reader --tpm sim --boot-log image.yaml --image v1.0.0 --platform qemu-vtpm --out m.json`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Errorf("unexpected argument %q", args[0])}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return run(cmd.Context(), o, stdout, stderr)
+		},
+	}
+	c.SetOut(stdout)
+	c.SetErr(stderr)
+	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return usageError{fmt.Errorf("%w (see 'pcr-reader --help')", err)}
+	})
+	f := c.Flags()
+	f.StringVar(&o.tpmSpec, "tpm", "", "TPM to read: /dev/tpmrm0, tcp://HOST:PORT, sim or sim:SEED")
+	f.StringVar(&o.agentURL, "agent", "", "read from a node's mtuf-agent at `URL` instead (http://HOST:PORT)")
+	f.StringVar(&o.trustedAK, "trusted-ak", "", "with --agent: the node's attestation key `FILE` (PEM)")
+	f.StringVar(&o.bootLog, "boot-log", "", "with a simulator or swtpm: boot through the described chain `FILE` first")
+	f.StringVar(&o.image, "image", "", "image `VERSION` the PCRs belong to")
+	f.StringVar(&o.platform, "platform", "", "attestation `PLATFORM`")
+	f.StringVar(&o.bank, "bank", "sha256", "PCR bank: sha256 or sha384")
+	f.StringVar(&o.out, "out", "", "write the measurements document to `FILE` (- for stdout)")
+	f.UintSliceVar(&o.enforce, "enforce", nil, "enforce these PCRs whatever the profile says")
+	f.UintSliceVar(&o.warnOnly, "warn-only", nil, "make these PCRs warn-only whatever the profile says")
+	return c
+}
+
+func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	switch {
+	case o.image == "" || o.platform == "" || o.out == "":
+		return usageError{errors.New("--image V, --platform P and --out FILE are required")}
+	case (o.tpmSpec == "") == (o.agentURL == ""):
+		return usageError{errors.New("give exactly one of --tpm SPEC and --agent URL")}
+	case o.bootLog != "" && !tpm.IsTestTPM(o.tpmSpec):
+		return usageError{errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent")}
+	case o.trustedAK != "" && o.agentURL == "":
+		return usageError{errors.New("--trusted-ak goes with --agent")}
+	}
+	if err := metadata.ValidateImage(o.image); err != nil {
+		return usageError{err}
+	}
+	profile, err := metadata.ProfileFor(o.platform)
+	if err != nil {
+		return usageError{err}
+	}
+	bank, err := metadata.HashAlgorithm(o.bank)
+	if err != nil {
+		return usageError{fmt.Errorf("--bank: %w", err)}
+	}
+	var values map[uint32][]byte
+	if o.agentURL != "" {
+		values, err = readAgent(ctx, o, bank, stderr)
+	} else {
+		values, err = readTPM(o, bank)
+	}
+	if err != nil {
+		return err
+	}
+	m, err := profile.Apply(o.image, o.bank, values, toU32(o.enforce), toU32(o.warnOnly))
+	if err != nil {
+		return usageError{err}
+	}
+	data, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	if o.out == "-" {
+		_, err = stdout.Write(append(data, '\n'))
+		return err
+	}
+	if err := writeAtomic(o.out, append(data, '\n')); err != nil {
+		return err
+	}
+	warn := 0
+	for _, p := range m.PCRs {
+		if p.WarnOnly {
+			warn++
+		}
+	}
+	fmt.Fprintf(stdout, "wrote %s: image %s on %s, %d PCRs of the %s bank (%d enforced, %d warn-only)\n",
+		o.out, o.image, o.platform, len(m.PCRs), o.bank, len(m.PCRs)-warn, warn)
+	return nil
+}
+
+func readTPM(o options, bank crypto.Hash) (map[uint32][]byte, error) {
+	rw, err := tpm.Open(o.tpmSpec)
+	if err != nil {
+		return nil, err
+	}
+	defer rw.Close()
+	if o.bootLog != "" {
+		chain, err := tpm.LoadBootChain(o.bootLog)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if _, err := tpm.Boot(rw, chain); err != nil {
+			return nil, err
+		}
+	}
+	return tpm.ReadPCRs(rw, bank)
+}
+
+// readAgent reads the PCRs from a node's quote. The quote must verify
+// under the attestation key it came with and carry our nonce; with
+// --trusted-ak the key must also be the pinned one.
+func readAgent(ctx context.Context, o options, bank crypto.Hash, stderr io.Writer) (map[uint32][]byte, error) {
+	var pinned crypto.PublicKey
+	if o.trustedAK != "" {
+		k, err := keys.LoadPublic(o.trustedAK)
+		if err != nil {
+			return nil, usageError{fmt.Errorf("--trusted-ak: %w", err)}
+		}
+		pinned = k
+	}
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	att, err := agentapi.Fetch(ctx, http.DefaultClient, strings.TrimSuffix(o.agentURL, "/"), nonce)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := tpm2.DecodePublic(att.GetAkPub())
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: attestation key: %w", o.agentURL, err)
+	}
+	ak, err := pub.Key()
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: attestation key: %w", o.agentURL, err)
+	}
+	if pinned != nil {
+		if !keys.Equal(pinned, ak) {
+			return nil, fmt.Errorf("agent %s quoted with an attestation key that is not the one in %s", o.agentURL, o.trustedAK)
+		}
+	} else {
+		fmt.Fprintf(stderr, "pcr-reader: warning: the attestation key of %s is not pinned (--trusted-ak); trusting it on first use\n", o.agentURL)
+	}
+	want := tpmpb.HashAlgo_SHA256
+	if bank == crypto.SHA384 {
+		want = tpmpb.HashAlgo_SHA384
+	}
+	for _, q := range att.GetQuotes() {
+		if q.GetPcrs().GetHash() != want {
+			continue
+		}
+		if err := quote.Verify(q, ak, nonce); err != nil {
+			return nil, fmt.Errorf("agent %s: %s quote does not verify: %w", o.agentURL, o.bank, err)
+		}
+		return q.GetPcrs().GetPcrs(), nil
+	}
+	return nil, fmt.Errorf("agent %s sent no quote of the %s bank", o.agentURL, o.bank)
+}
+
+func toU32(v []uint) []uint32 {
+	out := make([]uint32, len(v))
+	for i, x := range v {
+		out[i] = uint32(x)
+	}
+	return out
+}
+
+func writeAtomic(path string, data []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), ".pcr-reader-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	_, werr := f.Write(data)
+	if cerr := f.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr == nil {
+		werr = os.Chmod(f.Name(), 0o644)
+	}
+	if werr == nil {
+		werr = os.Rename(f.Name(), path)
+	}
+	if werr != nil {
+		os.Remove(f.Name())
+		return fmt.Errorf("write %s: %w", path, werr)
+	}
+	return nil
+}
