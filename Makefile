@@ -1,0 +1,69 @@
+# mtuf build, test, demo and benchmark entry points.
+#
+#   make demo    the whole story on this machine, with simulated TPMs
+#   make test    everything the tests need, then every test
+#   make bench   benchmarks with baselines
+#   make lint    gofmt, go vet, staticcheck
+
+GO            ?= go
+TOOLS         := $(CURDIR)/.tools/bin
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+COSIGN        := github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+# Debian packages the tests use as real peers: swtpm and tpm2-tools
+# (a TCP TPM and the reference PCR reader).
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools
+GOTEST_FLAGS  ?= -race -count=1 -timeout 20m
+
+export MTUF_TOOLS_BIN := $(TOOLS)
+export PATH := $(TOOLS):$(PATH)
+
+.PHONY: all build test test-deps tools apt demo bench lint clean
+
+all: build
+
+build:
+	@mkdir -p bin
+	$(GO) build -o bin/mtuf ./cmd/mtuf
+	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
+	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
+
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+test-deps: apt tools
+
+# Debian packages, installed when running as root (as CI does). Without
+# root, tests that need them skip, unless CI=true, where they fail.
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+		echo "not root: skipping apt-get install of$$missing (tests that need them will skip)"; \
+	fi
+
+# Go tools at pinned versions, in a tools directory of the project.
+tools: $(TOOLS)/cosign $(TOOLS)/staticcheck
+
+$(TOOLS)/cosign:
+	GOBIN=$(TOOLS) $(GO) install $(COSIGN)
+
+$(TOOLS)/staticcheck:
+	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
+
+demo:
+	./scripts/demo.sh
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint: $(TOOLS)/staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(TOOLS)/staticcheck ./...
+
+clean:
+	rm -rf bin

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The mtuf story on one machine: a maintainer publishes the measurements of
+# an image through TUF, a user fetches them and verifies three simulated
+# nodes, one of which booted a modified kernel.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+make -s build
+BIN=$PWD/bin
+BOOT=$PWD/testdata/boot
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtuf-demo.XXXXXX")
+PIDS=()
+cleanup() {
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$WORK"
+}
+trap cleanup EXIT INT TERM
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@"; }
+wait_file() {
+	for _ in $(seq 1 200); do [ -s "$1" ] && return 0; sleep 0.05; done
+	echo "timed out waiting for $1" >&2; return 1
+}
+
+cd "$WORK"
+# Demo keys only; a real deployment keeps root and targets keys offline.
+export MTUF_PASSWORD=demo-password
+
+step "Security team: keys for each role"
+for k in root targets online; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
+
+step "Maintainer: a TUF repository"
+run "$BIN/mtuf" repo init --workspace ws --storage "file://$WORK/repo" \
+	--root-key root.key --targets-key targets.key --snapshot-key online.key --timestamp-key online.key
+
+step "Three nodes boot: node-1 and node-2 the release image, node-3 a modified kernel"
+start_agent() {
+	"$BIN/mtuf-agent" --listen 127.0.0.1:0 --tpm sim --boot-log "$2" \
+		--ready-file "$1.addr" --ak-pub-out "$1-ak.pem" 2>"$1.log" &
+	PIDS+=($!)
+}
+start_agent node-1 "$BOOT/image-v1.0.0.yaml"
+start_agent node-2 "$BOOT/image-v1.0.0.yaml"
+start_agent node-3 "$BOOT/image-v1.0.0-modified-kernel.yaml"
+for n in node-1 node-2 node-3; do wait_file "$n.addr"; echo "$n: mtuf-agent on $(cat "$n.addr")"; done
+
+step "CI: read the reference measurements of the release image from a TPM"
+run "$BIN/pcr-reader" --tpm sim --boot-log "$BOOT/image-v1.0.0.yaml" \
+	--image v1.0.0 --platform qemu-vtpm --out measurements.json
+
+step "Maintainer: publish them as a signed TUF target"
+run "$BIN/mtuf" repo publish --workspace ws --measurements measurements.json --image v1.0.0 --platform qemu-vtpm
+run "$BIN/mtuf" repo status --workspace ws
+
+step "Serve the repository over HTTP"
+"$BIN/mtuf" repo serve --storage "file://$WORK/repo" --addr 127.0.0.1:0 --ready-file repo.addr >serve.log 2>&1 &
+PIDS+=($!)
+wait_file repo.addr
+REPO_URL="http://$(cat repo.addr)"
+echo "repository at $REPO_URL"
+
+step "User: trust the repository's root once, then update through TUF"
+run "$BIN/mtuf" client init --state client --repo "$REPO_URL" --root repo/metadata/1.root.json
+run "$BIN/mtuf" client update --state client --image v1.0.0 --platform qemu-vtpm
+
+step "User: verify the cluster"
+set +e
+run "$BIN/mtuf" client verify --state client \
+	--node "$(cat node-1.addr)" --node "$(cat node-2.addr)" --node "$(cat node-3.addr)" \
+	--trusted-ak node-1-ak.pem --trusted-ak node-2-ak.pem --trusted-ak node-3-ak.pem
+status=$?
+set -e
+echo
+if [ "$status" = 1 ]; then
+	echo "mtuf client verify exited 1: node-3 is refused, as it should be."
+else
+	echo "unexpected exit status $status from mtuf client verify" >&2
+	exit 1
+fi
