@@ -123,10 +123,10 @@ func TestInitCreatesVerifiableRepository(t *testing.T) {
 	if !tm.Root.Signed.ConsistentSnapshot {
 		t.Error("consistent snapshots must be on")
 	}
-	if got := tm.Root.Signed.Expires.Sub(time.Now()); got < 364*24*time.Hour || got > 366*24*time.Hour {
+	if got := time.Until(tm.Root.Signed.Expires); got < 364*24*time.Hour || got > 366*24*time.Hour {
 		t.Errorf("root expires in %v, want about a year", got)
 	}
-	if got := tm.Timestamp.Signed.Expires.Sub(time.Now()); got < 23*time.Hour || got > 25*time.Hour {
+	if got := time.Until(tm.Timestamp.Signed.Expires); got < 23*time.Hour || got > 25*time.Hour {
 		t.Errorf("timestamp expires in %v, want a day", got)
 	}
 	// The workspace records online keys but never root keys.

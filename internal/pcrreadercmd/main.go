@@ -52,8 +52,8 @@ func Main() int {
 
 type options struct {
 	tpmSpec, agentURL, bootLog, trustedAK string
-	image, platform, bank, out           string
-	enforce, warnOnly                    []uint
+	image, platform, bank, out            string
+	enforce, warnOnly                     []uint
 }
 
 func newCommand(stdout, stderr io.Writer) *cobra.Command {
