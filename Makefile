@@ -9,6 +9,8 @@ GO            ?= go
 TOOLS         := $(CURDIR)/.tools/bin
 STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 COSIGN        := github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
+# versitygw: the S3-compatible server the object storage tests run against.
+VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
 # (a TCP TPM and the reference PCR reader).
 APT_PACKAGES  := swtpm swtpm-tools tpm2-tools
@@ -46,13 +48,16 @@ apt:
 	fi
 
 # Go tools at pinned versions, in a tools directory of the project.
-tools: $(TOOLS)/cosign $(TOOLS)/staticcheck
+tools: $(TOOLS)/cosign $(TOOLS)/staticcheck $(TOOLS)/versitygw
 
 $(TOOLS)/cosign:
 	GOBIN=$(TOOLS) $(GO) install $(COSIGN)
 
 $(TOOLS)/staticcheck:
 	GOBIN=$(TOOLS) $(GO) install $(STATICCHECK)
+
+$(TOOLS)/versitygw:
+	GOBIN=$(TOOLS) $(GO) install $(VERSITYGW)
 
 demo:
 	./scripts/demo.sh

@@ -246,11 +246,18 @@ func (c *Client) Update(ctx context.Context, image, platform string) (*metadata.
 
 var errTargetNotFound = errors.New("target not found")
 
+// isNotFound tells whether go-tuf's delegation walk ended without the
+// target. go-tuf reports that with an untyped error, so its text is all
+// there is to go by; typed download and verification errors are not it.
+func isNotFound(err error) bool {
+	return strings.HasSuffix(err.Error(), " not found") && !errors.Is(err, &tuf.ErrDownloadHTTP{}) && !errors.Is(err, &tuf.ErrRepository{})
+}
+
 // download returns a verified target, from the cache when it is there.
 func (c *Client) download(up *updater.Updater, name string) ([]byte, error) {
 	ti, err := up.GetTargetInfo(name)
 	if err != nil {
-		if strings.Contains(err.Error(), "not found") && !errors.Is(err, &tuf.ErrDownloadHTTP{}) {
+		if isNotFound(err) {
 			return nil, fmt.Errorf("%s: %w", name, errTargetNotFound)
 		}
 		return nil, fmt.Errorf("target %s: %w", name, explain(err))
@@ -266,29 +273,6 @@ func (c *Client) download(up *updater.Updater, name string) ([]byte, error) {
 		return nil, fmt.Errorf("target %s: %w", name, explain(err))
 	}
 	return data, nil
-}
-
-// Available is one image version and platform the repository offers.
-type Available struct {
-	Image    string `json:"image"`
-	Platform string `json:"platform"`
-	Target   string `json:"target"`
-}
-
-// List refreshes the metadata and returns the measurements on offer.
-func (c *Client) List(ctx context.Context) ([]Available, error) {
-	up, err := c.refresh(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []Available
-	for name := range up.GetTopLevelTargets() {
-		if img, plat, ok := metadata.ParseMeasurementsTarget(name); ok {
-			out = append(out, Available{Image: img, Platform: plat, Target: name})
-		}
-	}
-	sortAvailable(out)
-	return out, nil
 }
 
 // explain turns go-tuf's errors into what they mean for the user, keeping

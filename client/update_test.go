@@ -56,13 +56,16 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	root, targets, online := newTestKey(t, dir, "root-test"), newTestKey(t, dir, "targets-test"), newTestKey(t, dir, "online-test")
+	ci := newTestKey(t, dir, "measurements-test")
 	repoDir := filepath.Join(dir, "repo")
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
-		Storage:   repoDir,
-		Root:      repo.RoleKeys{Keys: []string{root}, Threshold: 1},
-		Targets:   repo.RoleKeys{Keys: []string{targets}, Threshold: 1},
-		Snapshot:  repo.RoleKeys{Keys: []string{online}, Threshold: 1},
-		Timestamp: repo.RoleKeys{Keys: []string{online}, Threshold: 1},
+		Storage:          repoDir,
+		Root:             repo.RoleKeys{Keys: []string{root}, Threshold: 1},
+		Targets:          repo.RoleKeys{Keys: []string{targets}, Threshold: 1},
+		Snapshot:         repo.RoleKeys{Keys: []string{online}, Threshold: 1},
+		Timestamp:        repo.RoleKeys{Keys: []string{online}, Threshold: 1},
+		Measurements:     repo.RoleKeys{Keys: []string{ci}, Threshold: 1},
+		MeasurementsBins: 8,
 	}, testPW(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -176,9 +179,17 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 		{
 			name: "mix and match targets",
 			attack: func(t *testing.T, f *fixture) {
-				// Snapshot names targets v3; the attacker serves v2 under that name.
-				old, _ := os.ReadFile(filepath.Join(f.repoDir, "metadata/2.targets.json"))
-				os.WriteFile(filepath.Join(f.repoDir, "metadata/3.targets.json"), old, 0o644)
+				// The snapshot names the target's bin at v3; the attacker
+				// serves the bin's v2 under that name.
+				bins, _ := filepath.Glob(filepath.Join(f.repoDir, "metadata/3.measurements-bin-*.json"))
+				if len(bins) != 1 {
+					t.Fatalf("bins at version 3: %v", bins)
+				}
+				old, err := os.ReadFile(strings.Replace(bins[0], "/3.", "/2.", 1))
+				if err != nil {
+					t.Fatal(err)
+				}
+				os.WriteFile(bins[0], old, 0o644)
 			},
 			want: "refused",
 		},
@@ -187,7 +198,11 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 			attack: func(t *testing.T, f *fixture) {
 				p := filepath.Join(f.repoDir, "metadata/timestamp.json")
 				data, _ := os.ReadFile(p)
-				os.WriteFile(p, bytes.Replace(data, []byte(`"version": 3`), []byte(`"version": 9`), 1), 0o644)
+				// Extend its expiry without the timestamp key.
+				if !bytes.Contains(data, []byte(`"expires":"20`)) {
+					t.Fatalf("timestamp has no expires field: %s", data)
+				}
+				os.WriteFile(p, bytes.Replace(data, []byte(`"expires":"20`), []byte(`"expires":"21`), 1), 0o644)
 			},
 			want: "not signed by the required threshold",
 		},

@@ -3,90 +3,304 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"path"
+	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/mtuf/mtuf/metadata"
 )
 
+// Target is one file to publish under a target name.
+type Target struct {
+	Name   string
+	Data   []byte
+	Custom any
+}
+
+// Release is a CLI binary for one platform.
+type Release struct {
+	Binary            []byte
+	Version, OS, Arch string
+}
+
 // PublishRequest is one publish: the measurements of an image version on
-// one platform.
+// a platform, a CLI release, or both, made visible to clients at once.
 type PublishRequest struct {
 	Measurements *metadata.Measurements
-	// Replace allows new measurements for an image and platform that
-	// already has different ones. Without it such a publish is refused:
-	// measurements of a released image do not change silently.
+	Release      *Release
+	// Targets are further files (in-toto links, for instance).
+	Targets []Target
+	// Replace allows new content for a target that is already published.
+	// Without it such a publish is refused: the measurements of a
+	// released image do not change silently.
 	Replace bool
+}
+
+// PublishedTarget says what happened to one target.
+type PublishedTarget struct {
+	Name       string `json:"name"`
+	SHA256     string `json:"sha256"`
+	Length     int64  `json:"length"`
+	Bin        string `json:"bin"`
+	BinVersion int64  `json:"binVersion"`
+	Unchanged  bool   `json:"unchanged"`
 }
 
 // PublishResult says what a publish wrote.
 type PublishResult struct {
-	Target           string `json:"target"`
-	SHA256           string `json:"sha256"`
-	Length           int64  `json:"length"`
-	TargetsVersion   int64  `json:"targetsVersion"`
-	SnapshotVersion  int64  `json:"snapshotVersion"`
-	TimestampVersion int64  `json:"timestampVersion"`
-	Unchanged        bool   `json:"unchanged"`
+	Targets          []PublishedTarget `json:"targets"`
+	SnapshotVersion  int64             `json:"snapshotVersion"`
+	TimestampVersion int64             `json:"timestampVersion"`
+	// Unchanged is set when every target was already published as it is.
+	Unchanged bool `json:"unchanged"`
 }
 
-// Publish adds the measurements as a target and re-signs targets,
-// snapshot and timestamp.
+// maxPublishAttempts bounds the retries of a publish that lost a race
+// against another publisher on storage without locks.
+const maxPublishAttempts = 8
+
+// lockTimeout bounds the wait for another publisher's lock.
+const lockTimeout = 2 * time.Minute
+
+// Publish adds the request's targets, re-signing only the bins that hold
+// them, then snapshot and timestamp.
 func (w *Workspace) Publish(ctx context.Context, req PublishRequest) (*PublishResult, error) {
-	m := req.Measurements
-	if m == nil {
-		return nil, fmt.Errorf("publish: no measurements given")
+	targets := append([]Target(nil), req.Targets...)
+	if m := req.Measurements; m != nil {
+		if err := m.Validate(); err != nil {
+			return nil, fmt.Errorf("measurements: %w", err)
+		}
+		name, err := metadata.MeasurementsTarget(m.Image, m.Platform)
+		if err != nil {
+			return nil, err
+		}
+		data, err := m.Marshal()
+		if err != nil {
+			return nil, err
+		}
+		targets = append(targets, Target{Name: name, Data: data, Custom: metadata.TargetCustom{Image: m.Image, Platform: m.Platform}})
 	}
-	if err := m.Validate(); err != nil {
-		return nil, fmt.Errorf("measurements: %w", err)
+	if req.Release != nil {
+		if _, err := metadata.CLITarget(req.Release.Version, req.Release.OS, req.Release.Arch); err != nil {
+			return nil, err
+		}
 	}
-	name, err := metadata.MeasurementsTarget(m.Image, m.Platform)
-	if err != nil {
-		return nil, err
+	if len(targets) == 0 && req.Release == nil {
+		return nil, errors.New("nothing to publish: give measurements, a CLI release, or both")
 	}
-	data, err := m.Marshal()
-	if err != nil {
-		return nil, err
+	return w.publish(ctx, targets, req.Release, req.Replace)
+}
+
+// PublishTargets publishes many targets in one step: one bin write per
+// bin touched, one snapshot, one timestamp.
+func (w *Workspace) PublishTargets(ctx context.Context, targets []Target, replace bool) (*PublishResult, error) {
+	return w.publish(ctx, targets, nil, replace)
+}
+
+func (w *Workspace) publish(ctx context.Context, targets []Target, rel *Release, replace bool) (*PublishResult, error) {
+	var res *PublishResult
+	err := w.update(ctx, func() (err error) {
+		res, err = w.tryPublish(ctx, targets, rel, replace)
+		return err
+	})
+	return res, err
+}
+
+// update runs one change of the repository under the storage's lock, or,
+// on storage without one, again on top of the new state whenever another
+// publisher replaced timestamp.json first.
+func (w *Workspace) update(ctx context.Context, try func() error) error {
+	if l, ok := w.Storage.(Locker); ok {
+		lctx, cancel := context.WithTimeout(ctx, lockTimeout)
+		unlock, err := l.Lock(lctx)
+		cancel()
+		if err != nil {
+			return err
+		}
+		defer unlock()
 	}
+	for attempt := 1; ; attempt++ {
+		err := try()
+		if !errors.Is(err, ErrConflict) {
+			return err
+		}
+		if attempt == maxPublishAttempts {
+			return fmt.Errorf("another publisher changed the repository %d times while this one ran; run it again: %w", attempt, err)
+		}
+		// Back off with jitter so that racing publishers spread out.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt*attempt)*10*time.Millisecond + rand.N(20*time.Millisecond)):
+		}
+	}
+}
+
+func (w *Workspace) tryPublish(ctx context.Context, targets []Target, rel *Release, replace bool) (*PublishResult, error) {
 	s, err := loadState(ctx, w.Storage)
 	if err != nil {
 		return nil, err
 	}
-	tf, err := tuf.TargetFile().FromBytes(name, data, "sha256")
-	if err != nil {
-		return nil, err
-	}
-	if tf.Custom, err = customJSON(metadata.TargetCustom{Image: m.Image, Platform: m.Platform}); err != nil {
-		return nil, err
-	}
-	res := &PublishResult{Target: name, SHA256: hex.EncodeToString(tf.Hashes["sha256"]), Length: tf.Length}
-	if old, ok := s.targets.Signed.Targets[name]; ok {
-		if old.Length == tf.Length && bytes.Equal(old.Hashes["sha256"], tf.Hashes["sha256"]) {
-			res.Unchanged = true
-			res.TargetsVersion = s.targets.Signed.Version
-			res.SnapshotVersion = s.snapshot.Signed.Version
-			res.TimestampVersion = s.timestamp.Signed.Version
-			return res, nil
+	if rel != nil {
+		rt, err := w.releaseTargets(ctx, s, rel)
+		if err != nil {
+			return nil, err
 		}
-		if !req.Replace {
-			return nil, fmt.Errorf("%s is already published with different measurements (sha256 %s); give --replace to publish new measurements for image %s on %s", name, hex.EncodeToString(old.Hashes["sha256"]), m.Image, m.Platform)
+		targets = append(append([]Target(nil), targets...), rt...)
+	}
+	res := &PublishResult{Unchanged: true}
+	files := map[string][]byte{}
+	for _, t := range targets {
+		pt, err := s.addTarget(ctx, t, replace)
+		if err != nil {
+			return nil, err
+		}
+		if !pt.Unchanged {
+			res.Unchanged = false
+			files[targetFileName(t.Name, t.Data)] = t.Data
+		}
+		res.Targets = append(res.Targets, *pt)
+	}
+	if res.Unchanged {
+		res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
+		return res, nil
+	}
+	// Unlock every key before the first write, so that a wrong password
+	// or a wrong key leaves the repository untouched.
+	for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
+		if _, err := w.signers(ctx, s, role); err != nil {
+			return nil, err
 		}
 	}
-	signers, err := w.onlineSigners(ctx, s)
-	if err != nil {
+	if err := s.commit(ctx, files, w.signers, w.expiry); err != nil {
 		return nil, err
 	}
-	s.targets.Signed.Targets[name] = tf
-	s.targets.Signed.Version++
-	s.snapshot.Signed.Version++
-	s.timestamp.Signed.Version++
-	if err := w.commit(ctx, s, signers, map[string][]byte{targetFileName(name, data): data}); err != nil {
-		return nil, fmt.Errorf("publish %s: %w", name, err)
+	for i := range res.Targets {
+		res.Targets[i].BinVersion = s.snapshot.Signed.Meta[res.Targets[i].Bin+".json"].Version
 	}
-	res.TargetsVersion = s.targets.Signed.Version
-	res.SnapshotVersion = s.snapshot.Signed.Version
-	res.TimestampVersion = s.timestamp.Signed.Version
+	res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
 	return res, nil
+}
+
+// addTarget puts a target into its bin, marking the bin changed unless it
+// already holds exactly these bytes.
+func (s *state) addTarget(ctx context.Context, t Target, replace bool) (*PublishedTarget, error) {
+	bin, _, err := s.binFor(ctx, t.Name)
+	if err != nil {
+		return nil, err
+	}
+	md, err := s.role(ctx, bin)
+	if err != nil {
+		return nil, err
+	}
+	tf, err := tuf.TargetFile().FromBytes(t.Name, t.Data, "sha256")
+	if err != nil {
+		return nil, err
+	}
+	if t.Custom != nil {
+		b, err := json.Marshal(t.Custom)
+		if err != nil {
+			return nil, err
+		}
+		raw := json.RawMessage(b)
+		tf.Custom = &raw
+	}
+	pt := &PublishedTarget{Name: t.Name, SHA256: hex.EncodeToString(tf.Hashes["sha256"]), Length: tf.Length, Bin: bin}
+	if old, ok := md.Signed.Targets[t.Name]; ok {
+		if old.Length == tf.Length && bytes.Equal(old.Hashes["sha256"], tf.Hashes["sha256"]) {
+			pt.Unchanged = true
+			pt.BinVersion = md.Signed.Version
+			return pt, nil
+		}
+		if !replace {
+			return nil, fmt.Errorf("%s is already published with different content (sha256 %s); give --replace to publish the new one", t.Name, hex.EncodeToString(old.Hashes["sha256"]))
+		}
+	}
+	md.Signed.Targets[t.Name] = tf
+	s.dirty[bin] = true
+	return pt, nil
+}
+
+// releaseTargets makes the targets of a CLI release: the binary, and,
+// when a releases key is ECDSA P-256, a signature that stock cosign
+// verifies (base64 of an ASN.1 ECDSA signature over the file's SHA-256),
+// so that a user can check a first download before mtuf is there to do it.
+func (w *Workspace) releaseTargets(ctx context.Context, s *state, rel *Release) ([]Target, error) {
+	name, err := metadata.CLITarget(rel.Version, rel.OS, rel.Arch)
+	if err != nil {
+		return nil, err
+	}
+	if len(rel.Binary) == 0 {
+		return nil, fmt.Errorf("release %s: the binary is empty", name)
+	}
+	custom := metadata.TargetCustom{Version: rel.Version, OS: rel.OS, Arch: rel.Arch}
+	out := []Target{{Name: name, Data: rel.Binary, Custom: custom}}
+	if _, err := s.delegatedRole(name); err != nil {
+		return nil, fmt.Errorf("this repository has no releases role, so it cannot publish %s: %w", name, err)
+	}
+	sigName, _ := metadata.CLISigTarget(rel.Version, rel.OS, rel.Arch)
+	if same, err := s.holds(ctx, name, rel.Binary); err != nil {
+		return nil, err
+	} else if same {
+		// ECDSA signatures differ on every run: the release as published
+		// keeps the signature it has.
+		return out, nil
+	}
+	signers, err := w.signers(ctx, s, RoleReleases)
+	if err != nil {
+		return nil, err
+	}
+	for _, sg := range signers {
+		pub, err := sg.PublicKey()
+		if err != nil {
+			return nil, err
+		}
+		if ec, ok := pub.(*ecdsa.PublicKey); !ok || ec.Curve != elliptic.P256() {
+			continue
+		}
+		sig, err := sg.SignMessage(bytes.NewReader(rel.Binary))
+		if err != nil {
+			return nil, fmt.Errorf("sign %s: %w", name, err)
+		}
+		out = append(out, Target{Name: sigName, Data: []byte(base64.StdEncoding.EncodeToString(sig))})
+		break
+	}
+	return out, nil
+}
+
+// holds tells whether the repository already publishes exactly data as
+// the target name.
+func (s *state) holds(ctx context.Context, name string, data []byte) (bool, error) {
+	bin, _, err := s.binFor(ctx, name)
+	if err != nil {
+		return false, err
+	}
+	md, err := s.role(ctx, bin)
+	if err != nil {
+		return false, err
+	}
+	old, ok := md.Signed.Targets[name]
+	if !ok {
+		return false, nil
+	}
+	sum := sha256.Sum256(data)
+	return old.Length == int64(len(data)) && bytes.Equal(old.Hashes["sha256"], sum[:]), nil
+}
+
+// targetFileName is where a target's bytes are stored: hash-prefixed, as
+// consistent snapshots require, so a target file is never overwritten.
+func targetFileName(name string, data []byte) string {
+	sum := sha256.Sum256(data)
+	dir, base := path.Split(name)
+	return "targets/" + dir + hex.EncodeToString(sum[:]) + "." + base
 }

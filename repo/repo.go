@@ -2,13 +2,9 @@ package repo
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path"
 	"path/filepath"
 	"time"
 
@@ -17,10 +13,6 @@ import (
 
 	"github.com/mtuf/mtuf/keys"
 )
-
-// The top-level roles. Snapshot and timestamp are online roles: their keys
-// live in the workspace so that publish and refresh can sign unattended.
-var onlineRoles = []string{tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP}
 
 // RoleKeys names the keys of one role and how many must sign.
 type RoleKeys struct {
@@ -35,7 +27,16 @@ type InitConfig struct {
 	Targets   RoleKeys
 	Snapshot  RoleKeys
 	Timestamp RoleKeys
-	Expiry    map[string]Duration
+	// Measurements signs measurements and their in-toto links (the CI
+	// key); Releases signs CLI releases. Releases may be left out: the
+	// repository then carries measurements only.
+	Measurements RoleKeys
+	Releases     RoleKeys
+	// MeasurementsBins and ReleasesBins are the hash bin counts (powers
+	// of two); zero means the default.
+	MeasurementsBins int
+	ReleasesBins     int
+	Expiry           map[string]Duration
 }
 
 func (rk RoleKeys) check(role string) error {
@@ -52,23 +53,38 @@ func (rk RoleKeys) check(role string) error {
 }
 
 // Init creates a workspace in dir and a new repository on its storage:
-// version 1 of root, targets, snapshot and timestamp, consistent snapshots
-// on. The root is signed by every root key given.
+// root, targets delegating measurements/* and cli/* to the measurements
+// and releases roles, their hash bins, snapshot and timestamp, all at
+// version 1, consistent snapshots on. Root is signed by every root key
+// given and targets by every targets key; neither is recorded.
 func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSource, now func() time.Time) (*Workspace, error) {
 	if _, err := os.Stat(filepath.Join(dir, WorkspaceFile)); err == nil {
 		return nil, fmt.Errorf("%s is already an mtuf workspace; use another directory", dir)
 	}
-	roles := map[string]RoleKeys{tuf.ROOT: cfg.Root, tuf.TARGETS: cfg.Targets, tuf.SNAPSHOT: cfg.Snapshot, tuf.TIMESTAMP: cfg.Timestamp}
-	for _, r := range []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP} {
+	roles := map[string]RoleKeys{tuf.ROOT: cfg.Root, tuf.TARGETS: cfg.Targets, tuf.SNAPSHOT: cfg.Snapshot, tuf.TIMESTAMP: cfg.Timestamp, RoleMeasurements: cfg.Measurements, RoleReleases: cfg.Releases}
+	order := []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP, RoleMeasurements, RoleReleases}
+	bins := map[string]int{RoleMeasurements: cfg.MeasurementsBins, RoleReleases: cfg.ReleasesBins}
+	for _, r := range order {
+		if r == RoleReleases && len(cfg.Releases.Keys) == 0 {
+			continue
+		}
 		if err := roles[r].check(r); err != nil {
 			return nil, err
+		}
+	}
+	for _, d := range delegations {
+		if bins[d.name] == 0 {
+			bins[d.name] = d.defaultBins
+		}
+		if _, err := bitLength(bins[d.name]); err != nil {
+			return nil, fmt.Errorf("--%s-bins: %w", d.name, err)
 		}
 	}
 	storageURL, err := normalizeStorage(cfg.Storage)
 	if err != nil {
 		return nil, err
 	}
-	st, err := OpenStorage(storageURL)
+	st, err := OpenStorage(ctx, storageURL)
 	if err != nil {
 		return nil, err
 	}
@@ -77,29 +93,25 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", dir, err)
-	}
 	w := &Workspace{Dir: dir, Storage: st, Password: pw, Now: now, Config: WorkspaceConfig{
+		Version: workspaceVersion,
 		Storage: storageURL,
 		Keys:    map[string][]string{},
 		Expiry:  cfg.Expiry,
-	}}
+	}, signerCache: map[string][]signature.Signer{}}
 
-	root := tuf.Root(w.expiry(tuf.ROOT))
-	root.Signed.ConsistentSnapshot = true
-	var rootSigners []signature.Signer
-	for _, r := range []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP} {
-		rk := roles[r]
+	// Every key as TUF sees it, and the signers of the offline roles.
+	tufKeys := map[string][]*tuf.Key{}
+	for _, r := range order {
 		seen := map[string]string{}
-		for _, ref := range rk.Keys {
+		for _, ref := range roles[r].Keys {
 			var key *tuf.Key
-			if r == tuf.ROOT {
+			if r == tuf.ROOT || r == tuf.TARGETS {
 				signer, k, err := loadSigner(ctx, ref, pw)
 				if err != nil {
-					return nil, fmt.Errorf("root key %s: %w", ref, err)
+					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
-				rootSigners = append(rootSigners, signer)
+				w.signerCache[r] = append(w.signerCache[r], signer)
 				key = k
 			} else {
 				pub, err := publicKey(ctx, ref, pw)
@@ -123,29 +135,68 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 				return nil, fmt.Errorf("role %s: %s and %s are the same key; a threshold needs distinct keys", r, prev, ref)
 			}
 			seen[id] = ref
-			if err := root.Signed.AddKey(key, r); err != nil {
-				return nil, fmt.Errorf("role %s: %w", r, err)
-			}
-		}
-		root.Signed.Roles[r].Threshold = rk.Threshold
-	}
-	for _, s := range rootSigners {
-		if _, err := root.Sign(s); err != nil {
-			return nil, fmt.Errorf("sign root: %w", err)
+			tufKeys[r] = append(tufKeys[r], key)
 		}
 	}
 
-	targets := tuf.Targets(w.expiry(tuf.TARGETS))
-	snapshot := tuf.Snapshot(w.expiry(tuf.SNAPSHOT))
-	timestamp := tuf.Timestamp(w.expiry(tuf.TIMESTAMP))
-	s := &state{root: root, targets: targets, snapshot: snapshot, timestamp: timestamp}
-	signers, err := w.onlineSigners(ctx, s)
-	if err != nil {
-		return nil, err
+	root := tuf.Root(w.expiry(tuf.ROOT))
+	root.Signed.ConsistentSnapshot = true
+	for _, r := range []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP} {
+		for _, k := range tufKeys[r] {
+			if err := root.Signed.AddKey(k, r); err != nil {
+				return nil, fmt.Errorf("role %s: %w", r, err)
+			}
+		}
+		root.Signed.Roles[r].Threshold = roles[r].Threshold
+	}
+	if _, err := signAndEncode(root, w.signerCache[tuf.ROOT]); err != nil {
+		return nil, fmt.Errorf("sign root: %w", err)
 	}
 	rootBytes, err := root.ToBytes(true)
 	if err != nil {
 		return nil, err
+	}
+
+	s := &state{st: st, root: root, fresh: true,
+		snapshot:  tuf.Snapshot(w.expiry(tuf.SNAPSHOT)),
+		timestamp: tuf.Timestamp(w.expiry(tuf.TIMESTAMP)),
+		roles:     map[string]*tuf.Metadata[tuf.TargetsType]{},
+		dirty:     map[string]bool{},
+	}
+	delete(s.snapshot.Signed.Meta, "targets.json")
+	targets := tuf.Targets(w.expiry(tuf.TARGETS))
+	targets.Signed.Delegations = &tuf.Delegations{Keys: map[string]*tuf.Key{}}
+	s.roles[tuf.TARGETS], s.dirty[tuf.TARGETS] = targets, true
+	for _, d := range delegations {
+		if len(tufKeys[d.name]) == 0 {
+			continue
+		}
+		var ids []string
+		for _, k := range tufKeys[d.name] {
+			id, _ := k.ID()
+			ids = append(ids, id)
+			targets.Signed.Delegations.Keys[id] = k
+		}
+		targets.Signed.Delegations.Roles = append(targets.Signed.Delegations.Roles, tuf.DelegatedRole{
+			Name: d.name, KeyIDs: ids, Threshold: roles[d.name].Threshold, Terminating: true, Paths: d.paths,
+		})
+		bl, _ := bitLength(bins[d.name])
+		dm := tuf.Targets(w.expiry(d.name))
+		dm.Signed.Delegations = &tuf.Delegations{
+			Keys:          map[string]*tuf.Key{},
+			SuccinctRoles: &tuf.SuccinctRoles{KeyIDs: ids, Threshold: roles[d.name].Threshold, BitLength: bl, NamePrefix: binPrefix(d.name)},
+		}
+		for _, k := range tufKeys[d.name] {
+			id, _ := k.ID()
+			dm.Signed.Delegations.Keys[id] = k
+		}
+		s.roles[d.name], s.dirty[d.name] = dm, true
+		for _, bin := range dm.Signed.Delegations.SuccinctRoles.GetRoles() {
+			s.roles[bin], s.dirty[bin] = tuf.Targets(w.expiry(bin)), true
+		}
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", dir, err)
 	}
 	if err := w.save(); err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", dir, err)
@@ -153,9 +204,13 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 	if err := st.PutOnce(ctx, "metadata/1.root.json", rootBytes); err != nil {
 		return nil, err
 	}
-	if err := w.commit(ctx, s, signers, nil); err != nil {
+	if err := s.commit(ctx, nil, w.signers, w.expiry); err != nil {
 		return nil, err
 	}
+	// The offline keys were needed for this once; a workspace never
+	// keeps them.
+	delete(w.signerCache, tuf.ROOT)
+	delete(w.signerCache, tuf.TARGETS)
 	return w, nil
 }
 
@@ -175,150 +230,45 @@ func loadSigner(ctx context.Context, ref string, pw keys.PasswordSource) (signat
 	return signer, key, nil
 }
 
-// state is the repository as the current timestamp.json describes it.
-type state struct {
-	root      *tuf.Metadata[tuf.RootType]
-	targets   *tuf.Metadata[tuf.TargetsType]
-	snapshot  *tuf.Metadata[tuf.SnapshotType]
-	timestamp *tuf.Metadata[tuf.TimestampType]
-}
-
-func getJSON[T tuf.Roles](ctx context.Context, st Storage, name string) (*tuf.Metadata[T], error) {
-	data, err := st.Get(ctx, name)
+// signers returns the signers for a role's metadata, loading the
+// workspace's keys once and checking that each is a key of the role and
+// that there are enough of them for its threshold.
+func (w *Workspace) signers(ctx context.Context, s *state, role string) ([]signature.Signer, error) {
+	sr := signingRole(role)
+	ids, threshold, err := s.keysOf(ctx, role)
 	if err != nil {
 		return nil, err
 	}
-	var md tuf.Metadata[T]
-	m, err := md.FromBytes(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return m, nil
-}
-
-// loadState reads the newest root and the metadata that timestamp.json
-// points to.
-func loadState(ctx context.Context, st Storage) (*state, error) {
-	s := &state{}
-	for v := int64(1); ; v++ {
-		r, err := getJSON[tuf.RootType](ctx, st, fmt.Sprintf("metadata/%d.root.json", v))
-		if errors.Is(err, ErrNotFound) {
-			if v == 1 {
-				return nil, errors.New("no repository on this storage (metadata/1.root.json is missing): run 'mtuf repo init'")
-			}
-			break
+	if cached, ok := w.signerCache[sr]; ok {
+		if len(cached) < threshold {
+			return nil, fmt.Errorf("role %s needs %d signatures but the workspace has %d key(s) for it", role, threshold, len(cached))
 		}
+		return cached, nil
+	}
+	refs := w.Config.Keys[sr]
+	if len(refs) == 0 {
+		return nil, fmt.Errorf("the workspace has no key for role %s: it is signed offline (see 'mtuf repo stage')", sr)
+	}
+	var out []signature.Signer
+	for _, ref := range refs {
+		signer, key, err := loadSigner(ctx, ref, w.Password)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%s key %s: %w", sr, ref, err)
 		}
-		s.root = r
-	}
-	var err error
-	if s.timestamp, err = getJSON[tuf.TimestampType](ctx, st, "metadata/timestamp.json"); err != nil {
-		return nil, err
-	}
-	snapMeta, ok := s.timestamp.Signed.Meta["snapshot.json"]
-	if !ok {
-		return nil, errors.New("metadata/timestamp.json names no snapshot.json")
-	}
-	if s.snapshot, err = getJSON[tuf.SnapshotType](ctx, st, fmt.Sprintf("metadata/%d.snapshot.json", snapMeta.Version)); err != nil {
-		return nil, err
-	}
-	tMeta, ok := s.snapshot.Signed.Meta["targets.json"]
-	if !ok {
-		return nil, fmt.Errorf("metadata/%d.snapshot.json names no targets.json", snapMeta.Version)
-	}
-	if s.targets, err = getJSON[tuf.TargetsType](ctx, st, fmt.Sprintf("metadata/%d.targets.json", tMeta.Version)); err != nil {
-		return nil, err
-	}
-	return s, nil
-}
-
-// onlineSigners loads the workspace's keys for targets, snapshot and
-// timestamp and checks that each is a key of its role in root and that
-// enough of them are there to meet the role's threshold.
-func (w *Workspace) onlineSigners(ctx context.Context, s *state) (map[string][]signature.Signer, error) {
-	out := map[string][]signature.Signer{}
-	for _, r := range onlineRoles {
-		role := s.root.Signed.Roles[r]
-		for _, ref := range w.Config.Keys[r] {
-			signer, key, err := loadSigner(ctx, ref, w.Password)
-			if err != nil {
-				return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
-			}
-			id, err := key.ID()
-			if err != nil {
-				return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
-			}
-			if !contains(role.KeyIDs, id) {
-				return nil, fmt.Errorf("%s key %s (id %s) is not a %s key of this repository's root; check the workspace's keys", r, ref, short(id), r)
-			}
-			out[r] = append(out[r], signer)
+		id, err := key.ID()
+		if err != nil {
+			return nil, fmt.Errorf("%s key %s: %w", sr, ref, err)
 		}
-		if len(out[r]) < role.Threshold {
-			return nil, fmt.Errorf("role %s needs %d signatures but the workspace has %d key(s) for it", r, role.Threshold, len(out[r]))
+		if !contains(ids, id) {
+			return nil, fmt.Errorf("%s key %s (id %s) is not a key of role %s in this repository; check the workspace's keys", sr, ref, short(id), role)
 		}
+		out = append(out, signer)
 	}
+	if len(out) < threshold {
+		return nil, fmt.Errorf("role %s needs %d signatures but the workspace has %d key(s) for it", role, threshold, len(out))
+	}
+	w.signerCache[sr] = out
 	return out, nil
-}
-
-// commit signs targets, snapshot and timestamp at the versions the caller
-// set, and writes target files first, then targets, then snapshot, and
-// timestamp.json last: until timestamp.json is replaced, clients see the
-// old repository, and afterwards every file the new one needs is there.
-func (w *Workspace) commit(ctx context.Context, s *state, signers map[string][]signature.Signer, files map[string][]byte) error {
-	for name, data := range files {
-		if err := w.Storage.PutOnce(ctx, name, data); err != nil {
-			return err
-		}
-	}
-	s.targets.Signed.Expires = w.expiry(tuf.TARGETS)
-	targetsBytes, err := signAndEncode(s.targets, signers[tuf.TARGETS])
-	if err != nil {
-		return fmt.Errorf("sign targets: %w", err)
-	}
-	s.snapshot.Signed.Meta["targets.json"] = tuf.MetaFile(s.targets.Signed.Version)
-	s.snapshot.Signed.Expires = w.expiry(tuf.SNAPSHOT)
-	snapBytes, err := signAndEncode(s.snapshot, signers[tuf.SNAPSHOT])
-	if err != nil {
-		return fmt.Errorf("sign snapshot: %w", err)
-	}
-	sum := sha256.Sum256(snapBytes)
-	s.timestamp.Signed.Meta["snapshot.json"] = &tuf.MetaFiles{
-		Version: s.snapshot.Signed.Version,
-		Length:  int64(len(snapBytes)),
-		Hashes:  tuf.Hashes{"sha256": sum[:]},
-	}
-	s.timestamp.Signed.Expires = w.expiry(tuf.TIMESTAMP)
-	tsBytes, err := signAndEncode(s.timestamp, signers[tuf.TIMESTAMP])
-	if err != nil {
-		return fmt.Errorf("sign timestamp: %w", err)
-	}
-	if err := w.Storage.PutOnce(ctx, fmt.Sprintf("metadata/%d.targets.json", s.targets.Signed.Version), targetsBytes); err != nil {
-		return err
-	}
-	if err := w.Storage.PutOnce(ctx, fmt.Sprintf("metadata/%d.snapshot.json", s.snapshot.Signed.Version), snapBytes); err != nil {
-		return err
-	}
-	return w.Storage.Replace(ctx, "metadata/timestamp.json", tsBytes)
-}
-
-func signAndEncode[T tuf.Roles](md *tuf.Metadata[T], signers []signature.Signer) ([]byte, error) {
-	md.ClearSignatures()
-	for _, s := range signers {
-		if _, err := md.Sign(s); err != nil {
-			return nil, err
-		}
-	}
-	return md.ToBytes(true)
-}
-
-// targetFileName is where a target's bytes are stored: hash-prefixed, as
-// consistent snapshots require, so a target file is never overwritten.
-func targetFileName(name string, data []byte) string {
-	sum := sha256.Sum256(data)
-	dir, base := path.Split(name)
-	return "targets/" + dir + hex.EncodeToString(sum[:]) + "." + base
 }
 
 func contains(list []string, s string) bool {
@@ -335,14 +285,4 @@ func short(id string) string {
 		return id[:8]
 	}
 	return id
-}
-
-// customJSON encodes custom target metadata.
-func customJSON(v any) (*json.RawMessage, error) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		return nil, err
-	}
-	raw := json.RawMessage(b)
-	return &raw, nil
 }

@@ -3,16 +3,22 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
@@ -29,11 +35,11 @@ func testPW() keys.PasswordSource {
 	}}
 }
 
-// newTestKey writes an encrypted ed25519 test key pair and returns the
-// path of the private key.
-func newTestKey(t testing.TB, dir, name string) string {
+// newTestKey writes an encrypted test key pair and returns the path of
+// the private key.
+func newTestKey(t testing.TB, dir, name string, typ keys.Type) string {
 	t.Helper()
-	priv, err := keys.Generate(keys.ED25519)
+	priv, err := keys.Generate(typ)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,27 +54,34 @@ type testRepo struct {
 	dir, storage string
 	ws           *Workspace
 	keys         map[string]string
+	cfg          InitConfig
+}
+
+func testInitConfig(t testing.TB, dir string) (InitConfig, map[string]string) {
+	k := map[string]string{}
+	for _, r := range []string{"root", "targets", "online", "measurements"} {
+		k[r] = newTestKey(t, dir, r+"-test", keys.ED25519)
+	}
+	k["releases"] = newTestKey(t, dir, "releases-test", keys.ECDSAP256)
+	one := func(ref string) RoleKeys { return RoleKeys{Keys: []string{ref}, Threshold: 1} }
+	return InitConfig{
+		Storage: filepath.Join(dir, "repo"),
+		Root:    one(k["root"]), Targets: one(k["targets"]),
+		Snapshot: one(k["online"]), Timestamp: one(k["online"]),
+		Measurements: one(k["measurements"]), Releases: one(k["releases"]),
+		MeasurementsBins: 16, ReleasesBins: 4,
+	}, k
 }
 
 func newTestRepo(t testing.TB) *testRepo {
 	t.Helper()
 	dir := t.TempDir()
-	k := map[string]string{}
-	for _, r := range []string{"root", "targets", "online"} {
-		k[r] = newTestKey(t, dir, r+"-test")
-	}
-	storage := filepath.Join(dir, "repo")
-	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), InitConfig{
-		Storage:   storage,
-		Root:      RoleKeys{Keys: []string{k["root"]}, Threshold: 1},
-		Targets:   RoleKeys{Keys: []string{k["targets"]}, Threshold: 1},
-		Snapshot:  RoleKeys{Keys: []string{k["online"]}, Threshold: 1},
-		Timestamp: RoleKeys{Keys: []string{k["online"]}, Threshold: 1},
-	}, testPW(), nil)
+	cfg, k := testInitConfig(t, dir)
+	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, testPW(), nil)
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
-	return &testRepo{dir: dir, storage: storage, ws: ws, keys: k}
+	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: k, cfg: cfg}
 }
 
 func testMeasurements(image, platform string, fill byte) *metadata.Measurements {
@@ -82,102 +95,124 @@ func testMeasurements(image, platform string, fill byte) *metadata.Measurements 
 	}
 }
 
-// verifyChain checks the stored repository the way a client does, with
-// go-tuf's trusted metadata state machine.
-func verifyChain(t *testing.T, st Storage) *trustedmetadata.TrustedMetadata {
+// fetch is what a client sees: a fresh go-tuf updater, over HTTP, asked
+// for one target. It returns nil when the target does not exist.
+func fetch(t *testing.T, dir, name string) []byte {
 	t.Helper()
-	ctx := context.Background()
-	root, err := st.Get(ctx, "metadata/1.root.json")
+	srv := httptest.NewServer(Handler(dir))
+	defer srv.Close()
+	root, err := os.ReadFile(filepath.Join(dir, "metadata", "1.root.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tm, err := trustedmetadata.New(root)
+	cfg, err := config.New(srv.URL+"/metadata", root)
 	if err != nil {
-		t.Fatalf("root: %v", err)
+		t.Fatal(err)
 	}
-	ts, _ := st.Get(ctx, "metadata/timestamp.json")
-	tsm, err := tm.UpdateTimestamp(ts)
+	cfg.RemoteTargetsURL = srv.URL + "/targets"
+	cfg.DisableLocalCache = true
+	up, err := updater.New(cfg)
 	if err != nil {
-		t.Fatalf("timestamp: %v", err)
+		t.Fatal(err)
 	}
-	snapV := tsm.Signed.Meta["snapshot.json"].Version
-	snap, _ := st.Get(ctx, filepathName("snapshot", snapV))
-	sm, err := tm.UpdateSnapshot(snap, false)
+	if err := up.Refresh(); err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	ti, err := up.GetTargetInfo(name)
 	if err != nil {
-		t.Fatalf("snapshot: %v", err)
+		if strings.Contains(err.Error(), "not found") {
+			return nil
+		}
+		t.Fatalf("target info %s: %v", name, err)
 	}
-	targets, _ := st.Get(ctx, filepathName("targets", sm.Signed.Meta["targets.json"].Version))
-	if _, err := tm.UpdateDelegatedTargets(targets, tuf.TARGETS, tuf.ROOT); err != nil {
-		t.Fatalf("targets: %v", err)
+	_, data, err := up.DownloadTarget(ti, "", "")
+	if err != nil {
+		t.Fatalf("download %s: %v", name, err)
 	}
-	return tm
+	return data
 }
 
-func filepathName(role string, v int64) string {
-	return fmt.Sprintf("metadata/%d.%s.json", v, role)
+func readMeta[T tuf.Roles](t *testing.T, st Storage, name string) *tuf.Metadata[T] {
+	t.Helper()
+	md, err := getMetadata[T](context.Background(), st, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return md
 }
 
-func TestInitCreatesVerifiableRepository(t *testing.T) {
+func TestInitCreatesDelegationsAndBins(t *testing.T) {
 	r := newTestRepo(t)
-	tm := verifyChain(t, r.ws.Storage)
-	if !tm.Root.Signed.ConsistentSnapshot {
+	root := readMeta[tuf.RootType](t, r.ws.Storage, "metadata/1.root.json")
+	if !root.Signed.ConsistentSnapshot {
 		t.Error("consistent snapshots must be on")
 	}
-	if got := time.Until(tm.Root.Signed.Expires); got < 364*24*time.Hour || got > 366*24*time.Hour {
+	if got := time.Until(root.Signed.Expires); got < 364*24*time.Hour || got > 366*24*time.Hour {
 		t.Errorf("root expires in %v, want about a year", got)
 	}
-	if got := time.Until(tm.Timestamp.Signed.Expires); got < 23*time.Hour || got > 25*time.Hour {
-		t.Errorf("timestamp expires in %v, want a day", got)
+	snap := readMeta[tuf.SnapshotType](t, r.ws.Storage, "metadata/1.snapshot.json")
+	// targets, measurements, releases, 16 + 4 bins.
+	if n := len(snap.Signed.Meta); n != 3+16+4 {
+		t.Errorf("snapshot lists %d files, want %d", n, 3+16+4)
 	}
-	// The workspace records online keys but never root keys.
+	targets := readMeta[tuf.TargetsType](t, r.ws.Storage, "metadata/1.targets.json")
+	if d := targets.Signed.Delegations; d == nil || len(d.Roles) != 2 || d.Roles[0].Name != RoleMeasurements || !d.Roles[0].Terminating {
+		t.Fatalf("targets delegations = %+v", targets.Signed.Delegations)
+	}
+	m := readMeta[tuf.TargetsType](t, r.ws.Storage, "metadata/1.measurements.json")
+	if sr := m.Signed.Delegations.SuccinctRoles; sr == nil || sr.BitLength != 4 || sr.NamePrefix != "measurements-bin" {
+		t.Fatalf("measurements delegations = %+v", m.Signed.Delegations)
+	}
+	// A client sees a valid, empty repository.
+	if got := fetch(t, r.storage, "measurements/v1/qemu-vtpm/measurements.json"); got != nil {
+		t.Errorf("empty repository has a target")
+	}
+	// The workspace records online keys, never root or targets keys.
 	data, err := os.ReadFile(filepath.Join(r.dir, "ws", WorkspaceFile))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(data, []byte("root-test")) {
-		t.Errorf("workspace records a root key:\n%s", data)
+	if bytes.Contains(data, []byte("root-test")) || bytes.Contains(data, []byte("targets-test")) {
+		t.Errorf("workspace records an offline key:\n%s", data)
 	}
 	// A second init on the same storage must not clobber it.
-	_, err = Init(context.Background(), filepath.Join(r.dir, "ws2"), InitConfig{
-		Storage: r.storage, Root: RoleKeys{Keys: []string{r.keys["root"]}, Threshold: 1},
-		Targets: RoleKeys{Keys: []string{r.keys["targets"]}, Threshold: 1}, Snapshot: RoleKeys{Keys: []string{r.keys["online"]}, Threshold: 1},
-		Timestamp: RoleKeys{Keys: []string{r.keys["online"]}, Threshold: 1},
-	}, testPW(), nil)
-	if err == nil || !strings.Contains(err.Error(), "already holds a repository") {
+	if _, err := Init(context.Background(), filepath.Join(r.dir, "ws2"), r.cfg, testPW(), nil); err == nil || !strings.Contains(err.Error(), "already holds a repository") {
 		t.Errorf("second init: err = %v, want 'already holds a repository'", err)
 	}
 }
 
 func TestInitRefusesBadConfig(t *testing.T) {
 	dir := t.TempDir()
-	root := newTestKey(t, dir, "root-test")
-	other := newTestKey(t, dir, "other-test")
-	ok := RoleKeys{Keys: []string{other}, Threshold: 1}
+	base, k := testInitConfig(t, dir)
 	for _, tc := range []struct {
-		name string
-		cfg  InitConfig
-		want string
+		name   string
+		change func(c *InitConfig)
+		want   string
 	}{
-		{"no root keys", InitConfig{Root: RoleKeys{Threshold: 1}, Targets: ok, Snapshot: ok, Timestamp: ok}, "role root has no keys"},
-		{"threshold above keys", InitConfig{Root: RoleKeys{Keys: []string{root}, Threshold: 2}, Targets: ok, Snapshot: ok, Timestamp: ok}, "threshold 2 is more than its 1 key"},
-		{"zero threshold", InitConfig{Root: RoleKeys{Keys: []string{root}, Threshold: 0}, Targets: ok, Snapshot: ok, Timestamp: ok}, "must be at least 1"},
-		{"same key twice", InitConfig{Root: RoleKeys{Keys: []string{root, root}, Threshold: 2}, Targets: ok, Snapshot: ok, Timestamp: ok}, "are the same key"},
-		{"missing key file", InitConfig{Root: RoleKeys{Keys: []string{filepath.Join(dir, "nope.key")}, Threshold: 1}, Targets: ok, Snapshot: ok, Timestamp: ok}, "nope.key"},
+		{"no root keys", func(c *InitConfig) { c.Root.Keys = nil }, "role root has no keys"},
+		{"threshold above keys", func(c *InitConfig) { c.Root.Threshold = 2 }, "threshold 2 is more than its 1 key"},
+		{"zero threshold", func(c *InitConfig) { c.Targets.Threshold = 0 }, "must be at least 1"},
+		{"same key twice", func(c *InitConfig) { c.Root = RoleKeys{Keys: []string{k["root"], k["root"]}, Threshold: 2} }, "are the same key"},
+		{"missing key file", func(c *InitConfig) { c.Root.Keys = []string{filepath.Join(dir, "nope.key")} }, "nope.key"},
+		{"no measurements key", func(c *InitConfig) { c.Measurements.Keys = nil }, "role measurements has no keys"},
+		{"bins not a power of two", func(c *InitConfig) { c.MeasurementsBins = 100 }, "power of two"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Storage = filepath.Join(dir, "repo-"+strings.ReplaceAll(tc.name, " ", "-"))
-			_, err := Init(context.Background(), filepath.Join(dir, "ws-"+strings.ReplaceAll(tc.name, " ", "-")), tc.cfg, testPW(), nil)
+			cfg := base
+			tc.change(&cfg)
+			cfg.Storage = filepath.Join(dir, "repo-"+strings.ReplaceAll(tc.name, " ", "-"))
+			_, err := Init(context.Background(), filepath.Join(dir, "ws-"+strings.ReplaceAll(tc.name, " ", "-")), cfg, testPW(), nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
 			}
-			if _, serr := os.Stat(filepath.Join(tc.cfg.Storage, "metadata", "1.root.json")); serr == nil {
+			if _, serr := os.Stat(filepath.Join(cfg.Storage, "metadata", "1.root.json")); serr == nil {
 				t.Error("a refused init wrote a root")
 			}
 		})
 	}
 }
 
-func TestPublish(t *testing.T) {
+func TestPublishReSignsOneBin(t *testing.T) {
 	r := newTestRepo(t)
 	ctx := context.Background()
 	m := testMeasurements("v1.0.0", "qemu-vtpm", 0x10)
@@ -185,35 +220,32 @@ func TestPublish(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Target != "measurements/v1.0.0/qemu-vtpm/measurements.json" || res.TargetsVersion != 2 || res.TimestampVersion != 2 {
-		t.Errorf("result = %+v", res)
+	name := "measurements/v1.0.0/qemu-vtpm/measurements.json"
+	if len(res.Targets) != 1 || res.Targets[0].Name != name || res.Targets[0].BinVersion != 2 || res.SnapshotVersion != 2 || res.TimestampVersion != 2 {
+		t.Fatalf("result = %+v", res)
 	}
-	tm := verifyChain(t, r.ws.Storage)
-	tf := tm.Targets[tuf.TARGETS].Signed.Targets[res.Target]
-	if tf == nil {
-		t.Fatalf("target %s not in signed targets", res.Target)
+	snap := readMeta[tuf.SnapshotType](t, r.ws.Storage, "metadata/2.snapshot.json")
+	for file, meta := range snap.Signed.Meta {
+		want := int64(1)
+		if file == res.Targets[0].Bin+".json" {
+			want = 2
+		}
+		if meta.Version != want {
+			t.Errorf("%s at version %d after publish, want %d: only the target's bin is re-signed", file, meta.Version, want)
+		}
 	}
-	data, err := r.ws.Storage.Get(ctx, "targets/measurements/v1.0.0/qemu-vtpm/"+res.SHA256+".measurements.json")
+	got, err := metadata.Parse(fetch(t, r.storage, name))
 	if err != nil {
-		t.Fatalf("hash-prefixed target file: %v", err)
-	}
-	if err := tf.VerifyLengthHashes(data); err != nil {
 		t.Fatal(err)
 	}
-	got, err := metadata.Parse(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got.Image != "v1.0.0" || len(got.PCRs) != 3 {
-		t.Errorf("stored document = %+v", got)
+	if !bytes.Equal(got.PCRs[4].Expected, m.PCRs[4].Expected) {
+		t.Errorf("client got %+v", got)
 	}
 
-	// Publishing the same measurements again changes nothing.
 	again, err := r.ws.Publish(ctx, PublishRequest{Measurements: m})
-	if err != nil || !again.Unchanged || again.TargetsVersion != 2 {
+	if err != nil || !again.Unchanged || again.TimestampVersion != 2 {
 		t.Fatalf("republish: %+v, %v", again, err)
 	}
-	// Different measurements for a published image need --replace.
 	changed := testMeasurements("v1.0.0", "qemu-vtpm", 0x20)
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: changed}); err == nil || !strings.Contains(err.Error(), "--replace") {
 		t.Fatalf("changed measurements without replace: %v", err)
@@ -221,46 +253,69 @@ func TestPublish(t *testing.T) {
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: changed, Replace: true}); err != nil {
 		t.Fatal(err)
 	}
-	// A second image adds a target and keeps the first.
-	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.1.0", "qemu-vtpm", 0x30)}); err != nil {
-		t.Fatal(err)
+	if got, _ := metadata.Parse(fetch(t, r.storage, name)); got == nil || got.PCRs[4].Expected[0] != 0x20 {
+		t.Errorf("replaced measurements not served: %+v", got)
 	}
-	tm = verifyChain(t, r.ws.Storage)
-	if n := len(tm.Targets[tuf.TARGETS].Signed.Targets); n != 2 {
-		t.Errorf("%d targets, want 2", n)
-	}
-	if v := tm.Timestamp.Signed.Version; v != 4 {
-		t.Errorf("timestamp version %d, want 4", v)
-	}
-	st, err := r.ws.Status(ctx)
+}
+
+func TestPublishRelease(t *testing.T) {
+	r := newTestRepo(t)
+	bin := bytes.Repeat([]byte("mtuf binary "), 1000)
+	res, err := r.ws.Publish(context.Background(), PublishRequest{
+		Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1),
+		Release:      &Release{Binary: bin, Version: "v1.2.3", OS: "linux", Arch: "amd64"},
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.Targets) != 2 || len(st.Roles) != 4 || st.Roles[1].Signatures != 1 {
-		t.Errorf("status = %+v", st)
+	if len(res.Targets) != 3 {
+		t.Fatalf("published %+v, want measurements, binary and signature", res.Targets)
+	}
+	if got := fetch(t, r.storage, "cli/v1.2.3/linux-amd64/mtuf"); !bytes.Equal(got, bin) {
+		t.Fatal("client did not get the binary")
+	}
+	sig, err := base64.StdEncoding.DecodeString(string(fetch(t, r.storage, "cli/v1.2.3/linux-amd64/mtuf.sig")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := keys.LoadPublic(strings.TrimSuffix(r.keys["releases"], ".key") + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(bin)
+	if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), sum[:], sig) {
+		t.Error("mtuf.sig does not verify with the releases key as cosign would check it")
+	}
+	if _, err := r.ws.Publish(context.Background(), PublishRequest{Release: &Release{Binary: bin, Version: "../x", OS: "linux", Arch: "amd64"}}); err == nil {
+		t.Error("bad release version accepted")
 	}
 }
 
-func TestPublishRefusesWrongKey(t *testing.T) {
+func TestPublishRefusesWrongKeyAndPassword(t *testing.T) {
 	r := newTestRepo(t)
-	// The workspace's targets key is swapped for one root does not know.
-	r.ws.Config.Keys["targets"] = []string{newTestKey(t, r.dir, "stranger-test")}
-	_, err := r.ws.Publish(context.Background(), PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)})
-	if err == nil || !strings.Contains(err.Error(), "is not a targets key of this repository") {
-		t.Fatalf("err = %v", err)
+	ctx := context.Background()
+	before, _ := os.ReadFile(filepath.Join(r.storage, "metadata", "timestamp.json"))
+	ws, err := OpenWorkspace(filepath.Join(r.dir, "ws"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	// Nothing was published.
-	if _, err := r.ws.Storage.Get(context.Background(), "metadata/2.targets.json"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("a refused publish wrote targets: %v", err)
+	ws.Password = testPW()
+	ws.Config.Keys[RoleMeasurements] = []string{newTestKey(t, r.dir, "stranger-test", keys.ED25519)}
+	_, err = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)})
+	if err == nil || !strings.Contains(err.Error(), "is not a key of role measurements-bin-") {
+		t.Fatalf("stranger key: %v", err)
 	}
-}
-
-func TestPublishWrongPassword(t *testing.T) {
-	r := newTestRepo(t)
-	r.ws.Password = keys.PasswordSource{Env: func(string) string { return "" }, File: writeFile(t, r.dir, "pw", "not-the-password\n")}
-	_, err := r.ws.Publish(context.Background(), PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)})
-	if !errors.Is(err, keys.ErrWrongPassword) {
-		t.Fatalf("err = %v, want ErrWrongPassword", err)
+	ws, _ = OpenWorkspace(filepath.Join(r.dir, "ws"))
+	ws.Password = keys.PasswordSource{Env: func(string) string { return "" }, File: writeFile(t, r.dir, "pw", "not-the-password\n")}
+	if _, err := ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); !errors.Is(err, keys.ErrWrongPassword) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	after, _ := os.ReadFile(filepath.Join(r.storage, "metadata", "timestamp.json"))
+	if !bytes.Equal(before, after) {
+		t.Error("a refused publish changed timestamp.json")
+	}
+	if m, _ := filepath.Glob(filepath.Join(r.storage, "targets", "measurements", "*")); len(m) != 0 {
+		t.Errorf("a refused publish wrote target files: %v", m)
 	}
 }
 
@@ -281,5 +336,186 @@ func TestOpenWorkspaceErrors(t *testing.T) {
 	writeFile(t, dir, WorkspaceFile, "{not json")
 	if _, err := OpenWorkspace(dir); err == nil || !strings.Contains(err.Error(), "corrupt") {
 		t.Errorf("corrupt file: %v", err)
+	}
+}
+
+func TestRefresh(t *testing.T) {
+	r := newTestRepo(t)
+	ctx := context.Background()
+	start := time.Now()
+	for _, tc := range []struct {
+		after   time.Duration
+		want    string
+		warning bool
+	}{
+		{0, "", false},
+		{20 * time.Hour, "timestamp", false},
+		{20 * time.Hour, "", false}, // idempotent: nothing due right after
+		{6 * 24 * time.Hour, "snapshot timestamp", false},
+		{80 * 24 * time.Hour, "measurements", true},
+	} {
+		now := start.Add(tc.after)
+		r.ws.Now = func() time.Time { return now }
+		res, err := r.ws.Refresh(ctx, 0)
+		if err != nil {
+			t.Fatalf("after %v: %v", tc.after, err)
+		}
+		got := strings.Join(res.Signed, " ")
+		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+			t.Errorf("after %v: re-signed %q, want %q", tc.after, got, tc.want)
+		}
+		if tc.warning != (len(res.Warnings) > 0) {
+			t.Errorf("after %v: warnings %q", tc.after, res.Warnings)
+		}
+	}
+	// After the refreshes a client, at that time, still sees a valid repository.
+	fetch(t, r.storage, "measurements/v1/qemu-vtpm/measurements.json")
+}
+
+func TestStatus(t *testing.T) {
+	r := newTestRepo(t)
+	ctx := context.Background()
+	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := r.ws.Status(ctx, 30*24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Roles) != 6 || len(st.Warnings) != 0 {
+		t.Fatalf("status = %+v", st)
+	}
+	m := st.Roles[4]
+	if m.Role != RoleMeasurements || m.Bins != 16 || m.Targets != 1 || !m.Online {
+		t.Errorf("measurements = %+v", m)
+	}
+	if st.Roles[1].Online {
+		t.Error("targets reported as online")
+	}
+	// Within 100 days everything signed for 90 days warns.
+	st, _ = r.ws.Status(ctx, 100*24*time.Hour)
+	if !strings.Contains(strings.Join(st.Warnings, "\n"), "targets expires in") {
+		t.Errorf("warnings = %q", st.Warnings)
+	}
+	r.ws.Now = func() time.Time { return time.Now().Add(2 * 24 * time.Hour) }
+	st, _ = r.ws.Status(ctx, 0)
+	if !strings.Contains(strings.Join(st.Warnings, "\n"), "timestamp expired") {
+		t.Errorf("warnings = %q", st.Warnings)
+	}
+	names, err := r.ws.Targets(ctx)
+	if err != nil || len(names) != 1 {
+		t.Errorf("targets %v, %v", names, err)
+	}
+}
+
+// failingStorage fails the k-th write, as a crash or a network error at
+// that point would.
+type failingStorage struct {
+	Storage
+	mu     sync.Mutex
+	writes int
+	failAt int
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *failingStorage) hit() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.writes++
+	if f.writes == f.failAt {
+		return errInjected
+	}
+	return nil
+}
+
+func (f *failingStorage) PutOnce(ctx context.Context, name string, data []byte) error {
+	if err := f.hit(); err != nil {
+		return err
+	}
+	return f.Storage.PutOnce(ctx, name, data)
+}
+
+func (f *failingStorage) Replace(ctx context.Context, name string, data []byte) error {
+	if err := f.hit(); err != nil {
+		return err
+	}
+	return f.Storage.Replace(ctx, name, data)
+}
+
+// A publish that fails at any write leaves a repository in which a client
+// sees the whole old state or the whole new one, and a retry succeeds.
+func TestPublishInterruptedAtEveryWrite(t *testing.T) {
+	r := newTestRepo(t)
+	ctx := context.Background()
+	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	old := fetch(t, r.storage, "measurements/v1.0.0/qemu-vtpm/measurements.json")
+	base := r.ws.Storage
+	for k := 1; ; k++ {
+		fs := &failingStorage{Storage: base, failAt: k}
+		r.ws.Storage = fs
+		fill := byte(10 + k)
+		req := PublishRequest{
+			Measurements: testMeasurements("v1.0.0", "qemu-vtpm", fill), Replace: true,
+			Release: &Release{Binary: []byte(fmt.Sprintf("binary %d", k)), Version: "v1.0.0", OS: "linux", Arch: "amd64"},
+		}
+		_, err := r.ws.Publish(ctx, req)
+		if err == nil {
+			if k == 1 {
+				t.Fatal("no write failed")
+			}
+			break // k is past the last write
+		}
+		if !errors.Is(err, errInjected) {
+			t.Fatalf("write %d: %v", k, err)
+		}
+		got := fetch(t, r.storage, "measurements/v1.0.0/qemu-vtpm/measurements.json")
+		if !bytes.Equal(got, old) {
+			t.Fatalf("after a failure at write %d the client sees a changed target", k)
+		}
+		// The retry, with working storage, publishes.
+		r.ws.Storage = base
+		if _, err := r.ws.Publish(ctx, req); err != nil {
+			t.Fatalf("retry after failure at write %d: %v", k, err)
+		}
+		old = fetch(t, r.storage, "measurements/v1.0.0/qemu-vtpm/measurements.json")
+		if m, _ := metadata.Parse(old); m == nil || m.PCRs[4].Expected[0] != fill {
+			t.Fatalf("retry after write %d: client sees %x", k, old)
+		}
+		if got := fetch(t, r.storage, "cli/v1.0.0/linux-amd64/mtuf"); string(got) != fmt.Sprintf("binary %d", k) {
+			t.Fatalf("retry after write %d: binary %q", k, got)
+		}
+	}
+}
+
+// Two publishers at once on one repository: both targets are published.
+func TestConcurrentPublishers(t *testing.T) {
+	r := newTestRepo(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make([]error, 6)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ws, err := OpenWorkspace(filepath.Join(r.dir, "ws"))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			ws.Password = testPW()
+			_, errs[i] = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i))})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("publisher %d: %v", i, err)
+		}
+		if fetch(t, r.storage, fmt.Sprintf("measurements/v1.%d.0/qemu-vtpm/measurements.json", i)) == nil {
+			t.Errorf("publisher %d's target was lost", i)
+		}
 	}
 }

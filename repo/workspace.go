@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sigstore/sigstore/pkg/signature"
+
 	"github.com/mtuf/mtuf/keys"
 )
 
@@ -22,17 +24,25 @@ const WorkspaceFile = "mtuf-workspace.json"
 // Default expiry periods. Root is signed offline and rarely, so it lives
 // a year; snapshot and timestamp are re-signed by an online key on a
 // schedule, so a short life bounds how long a freeze attack can last.
+// Delegated roles and their bins are signed online but rarely touched;
+// 'mtuf repo refresh' re-signs them before they expire.
 var DefaultExpiry = map[string]time.Duration{
-	"root":      365 * 24 * time.Hour,
-	"targets":   90 * 24 * time.Hour,
-	"snapshot":  7 * 24 * time.Hour,
-	"timestamp": 24 * time.Hour,
+	"root":           365 * 24 * time.Hour,
+	"targets":        90 * 24 * time.Hour,
+	"snapshot":       7 * 24 * time.Hour,
+	"timestamp":      24 * time.Hour,
+	RoleMeasurements: 90 * 24 * time.Hour,
+	RoleReleases:     90 * 24 * time.Hour,
 }
+
+// workspaceVersion is the version of the workspace file format.
+const workspaceVersion = 1
 
 // WorkspaceConfig is what a maintainer's workspace records: where the
 // repository lives and which keys sign the roles that are signed online.
 // Root keys are never recorded: they are offline.
 type WorkspaceConfig struct {
+	Version int                 `json:"version"`
 	Storage string              `json:"storage"`
 	Keys    map[string][]string `json:"keys"`
 	Expiry  map[string]Duration `json:"expiry"`
@@ -67,6 +77,10 @@ type Workspace struct {
 	Password keys.PasswordSource
 	// Now is the clock used for expiry; nil means time.Now.
 	Now func() time.Time
+
+	// signerCache holds the keys unlocked so far, by signing role: a
+	// key file is decrypted once per workspace, not once per signature.
+	signerCache map[string][]signature.Signer
 }
 
 // OpenWorkspace reads the workspace in dir and opens its storage.
@@ -82,11 +96,14 @@ func OpenWorkspace(dir string) (*Workspace, error) {
 	if err := json.Unmarshal(data, &cfg); err != nil {
 		return nil, fmt.Errorf("workspace %s: corrupt %s: %w", dir, WorkspaceFile, err)
 	}
-	st, err := OpenStorage(cfg.Storage)
+	if cfg.Version != workspaceVersion {
+		return nil, fmt.Errorf("workspace %s has format version %d; this mtuf reads version %d", dir, cfg.Version, workspaceVersion)
+	}
+	st, err := OpenStorage(context.Background(), cfg.Storage)
 	if err != nil {
 		return nil, fmt.Errorf("workspace %s: %w", dir, err)
 	}
-	return &Workspace{Dir: dir, Config: cfg, Storage: st}, nil
+	return &Workspace{Dir: dir, Config: cfg, Storage: st, signerCache: map[string][]signature.Signer{}}, nil
 }
 
 func (w *Workspace) now() time.Time {
@@ -96,12 +113,19 @@ func (w *Workspace) now() time.Time {
 	return time.Now().UTC()
 }
 
-func (w *Workspace) expiry(role string) time.Time {
+// period is how long a role's metadata is valid once signed. Bins live
+// as long as the role that delegates to them.
+func (w *Workspace) period(role string) time.Duration {
+	role = signingRole(role)
 	d := DefaultExpiry[role]
 	if v, ok := w.Config.Expiry[role]; ok && v > 0 {
 		d = time.Duration(v)
 	}
-	return w.now().Add(d).Truncate(time.Second)
+	return d
+}
+
+func (w *Workspace) expiry(role string) time.Time {
+	return w.now().Add(w.period(role)).Truncate(time.Second)
 }
 
 func (w *Workspace) save() error {
@@ -116,9 +140,9 @@ func (w *Workspace) save() error {
 	return st.Replace(context.Background(), WorkspaceFile, append(data, '\n'))
 }
 
-// OpenStorage opens the storage named by a URL: file:///abs/dir, or a
-// plain directory path.
-func OpenStorage(raw string) (Storage, error) {
+// OpenStorage opens the storage named by a URL: file:///abs/dir, a plain
+// directory path, or s3://BUCKET/PREFIX (see NewS3Storage).
+func OpenStorage(ctx context.Context, raw string) (Storage, error) {
 	if raw == "" {
 		return nil, errors.New("no storage configured: give --storage file://DIR")
 	}
@@ -135,8 +159,10 @@ func OpenStorage(raw string) (Storage, error) {
 			return nil, fmt.Errorf("storage %q: a file URL names a local directory, as file:///abs/dir", raw)
 		}
 		return NewFileStorage(u.Path)
+	case "s3":
+		return NewS3Storage(ctx, u)
 	default:
-		return nil, fmt.Errorf("storage %q: unsupported scheme %q (use file://DIR)", raw, u.Scheme)
+		return nil, fmt.Errorf("storage %q: unsupported scheme %q (use file://DIR or s3://BUCKET/PREFIX)", raw, u.Scheme)
 	}
 }
 

@@ -29,11 +29,12 @@ cd "$WORK"
 export MTUF_PASSWORD=demo-password
 
 step "Security team: keys for each role"
-for k in root targets online; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
+for k in root targets ci online; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
 
 step "Maintainer: a TUF repository"
 run "$BIN/mtuf" repo init --workspace ws --storage "file://$WORK/repo" \
-	--root-key root.key --targets-key targets.key --snapshot-key online.key --timestamp-key online.key
+	--root-key root.key --targets-key targets.key --measurements-key ci.key \
+	--snapshot-key online.key --timestamp-key online.key
 
 step "Three nodes boot: node-1 and node-2 the release image, node-3 a modified kernel"
 start_agent() {

@@ -28,7 +28,7 @@ func newRepoCmd(g *globals) *cobra.Command {
   mtuf repo status --workspace ws
   mtuf repo serve --storage file://$PWD/repo --addr 127.0.0.1:8080`,
 	}
-	c.AddCommand(newRepoInitCmd(g), newRepoPublishCmd(g), newRepoStatusCmd(g), newRepoServeCmd(g))
+	c.AddCommand(newRepoInitCmd(g), newRepoPublishCmd(g), newRepoRefreshCmd(g), newRepoStatusCmd(g), newRepoServeCmd(g))
 	return c
 }
 
@@ -49,17 +49,25 @@ func newRepoInitCmd(g *globals) *cobra.Command {
 		ws, storage                                    string
 		cfg                                            repo.InitConfig
 		rootExp, targetsExp, snapshotExp, timestampExp time.Duration
+		measurementsExp, releasesExp                   time.Duration
 	)
 	c := &cobra.Command{
 		Use:   "init --workspace DIR --storage URL --root-key K ... ",
-		Short: "Create a repository: root, targets, snapshot and timestamp, version 1",
-		Long: `Create a workspace and a new repository on its storage. Root is signed by
-every --root-key given (they are not recorded: keep them offline). The
-targets, snapshot and timestamp keys are recorded in the workspace, which
-signs with them on publish. Consistent snapshots are always on.`,
+		Short: "Create a repository: root, targets, delegated roles and their hash bins",
+		Long: `Create a workspace and a new repository on its storage.
+
+Root is signed by every --root-key and targets by every --targets-key;
+neither is recorded: keep them offline. Targets delegates measurements/*
+to the measurements role (the CI key) and cli/* to the releases role (the
+release key), each of which delegates to succinct hash bins, so a publish
+re-signs one bin. The measurements, releases, snapshot and timestamp keys
+are recorded in the workspace, which signs with them on publish and
+refresh. --releases-key may be left out for a repository of measurements
+only. Consistent snapshots are always on.`,
 		Example: `  mtuf repo init --workspace ws --storage file://$PWD/repo \
       --root-key root-1.key --root-key root-2.key --root-threshold 2 \
-      --targets-key targets.key --snapshot-key online.key --timestamp-key online.key`,
+      --targets-key targets.key --measurements-key ci.key --releases-key releases.key \
+      --snapshot-key online.key --timestamp-key online.key`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if ws == "" {
@@ -70,7 +78,7 @@ signs with them on publish. Consistent snapshots are always on.`,
 			}
 			cfg.Storage = storage
 			cfg.Expiry = map[string]repo.Duration{}
-			for role, d := range map[string]time.Duration{"root": rootExp, "targets": targetsExp, "snapshot": snapshotExp, "timestamp": timestampExp} {
+			for role, d := range map[string]time.Duration{"root": rootExp, "targets": targetsExp, "snapshot": snapshotExp, "timestamp": timestampExp, "measurements": measurementsExp, "releases": releasesExp} {
 				if d < 0 {
 					return usageErr("--%s-expiry must be positive", role)
 				}
@@ -92,69 +100,105 @@ signs with them on publish. Consistent snapshots are always on.`,
 	}
 	f := c.Flags()
 	f.StringVar(&ws, "workspace", "", "workspace `DIR` to create")
-	f.StringVar(&storage, "storage", "", "where the repository lives: file://DIR")
+	f.StringVar(&storage, "storage", "", "where the repository lives: file://DIR or s3://BUCKET/PREFIX?endpoint=URL&region=R&path-style=true")
 	for _, r := range []struct {
 		name string
 		rk   *repo.RoleKeys
-	}{{"root", &cfg.Root}, {"targets", &cfg.Targets}, {"snapshot", &cfg.Snapshot}, {"timestamp", &cfg.Timestamp}} {
+	}{{"root", &cfg.Root}, {"targets", &cfg.Targets}, {"snapshot", &cfg.Snapshot}, {"timestamp", &cfg.Timestamp}, {"measurements", &cfg.Measurements}, {"releases", &cfg.Releases}} {
 		f.StringArrayVar(&r.rk.Keys, r.name+"-key", nil, r.name+" key `FILE` (repeat for several)")
 		f.IntVar(&r.rk.Threshold, r.name+"-threshold", 1, "signatures needed for "+r.name)
 	}
+	f.IntVar(&cfg.MeasurementsBins, "measurements-bins", 256, "hash bins for measurements (a power of two)")
+	f.IntVar(&cfg.ReleasesBins, "releases-bins", 16, "hash bins for CLI releases (a power of two)")
 	f.DurationVar(&rootExp, "root-expiry", 0, "root lifetime (default 8760h)")
 	f.DurationVar(&targetsExp, "targets-expiry", 0, "targets lifetime (default 2160h)")
 	f.DurationVar(&snapshotExp, "snapshot-expiry", 0, "snapshot lifetime (default 168h)")
 	f.DurationVar(&timestampExp, "timestamp-expiry", 0, "timestamp lifetime (default 24h)")
+	f.DurationVar(&measurementsExp, "measurements-expiry", 0, "lifetime of the measurements role and its bins (default 2160h)")
+	f.DurationVar(&releasesExp, "releases-expiry", 0, "lifetime of the releases role and its bins (default 2160h)")
 	addOutputFlag(c, g)
 	return c
 }
 
 func newRepoPublishCmd(g *globals) *cobra.Command {
 	var (
-		ws, file, image, platform string
-		replace                   bool
+		ws, file, image, platform   string
+		binary, version, goos, arch string
+		replace                     bool
 	)
 	c := &cobra.Command{
-		Use:   "publish --workspace DIR --measurements FILE --image V --platform P",
-		Short: "Publish measurements as a signed target",
+		Use:   "publish --workspace DIR [--measurements FILE --image V --platform P] [--cli-binary FILE --version V --os OS --arch ARCH]",
+		Short: "Publish measurements and/or a CLI release as signed targets, in one step",
 		Long: `Publish the measurements of an image version on a platform as the target
-measurements/<image>/<platform>/measurements.json, then re-sign targets,
-snapshot and timestamp. timestamp.json is written last, so clients see the
-old repository or the new one, never a mix.`,
+measurements/<image>/<platform>/measurements.json, a CLI release as
+cli/<version>/<os>-<arch>/mtuf, or both at once. Only the hash bins that
+hold the new targets are re-signed, then snapshot and timestamp;
+timestamp.json is written last, so clients see the old repository or the
+new one, never a mix.
+
+When a releases key is ECDSA P-256, the release also gets mtuf.sig, a
+signature that stock cosign verifies:
+  cosign verify-blob --key releases.pub --signature mtuf.sig --insecure-ignore-tlog=true mtuf`,
 		Example: `  mtuf repo publish --workspace ws --measurements measurements.json \
-      --image v1.0.0 --platform qemu-vtpm`,
+      --image v1.0.0 --platform qemu-vtpm
+  mtuf repo publish --workspace ws --cli-binary bin/mtuf --version v1.2.0 --os linux --arch amd64`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if file == "" || image == "" || platform == "" {
-				return usageErr("--measurements FILE, --image V and --platform P are required")
+			var req repo.PublishRequest
+			req.Replace = replace
+			if file != "" || image != "" || platform != "" {
+				if file == "" || image == "" || platform == "" {
+					return usageErr("--measurements FILE, --image V and --platform P go together")
+				}
+				data, err := os.ReadFile(file)
+				if err != nil {
+					return usageErr("measurements: %v", err)
+				}
+				m, err := metadata.Parse(data)
+				if err != nil {
+					return usageErr("measurements file %s: %v", file, err)
+				}
+				if m.Image != image || m.Platform != platform {
+					return usageErr("measurements file %s is for image %s on %s, not image %s on %s", file, m.Image, m.Platform, image, platform)
+				}
+				req.Measurements = m
 			}
-			data, err := os.ReadFile(file)
-			if err != nil {
-				return usageErr("measurements: %v", err)
+			if binary != "" || version != "" || goos != "" || arch != "" {
+				if binary == "" || version == "" || goos == "" || arch == "" {
+					return usageErr("--cli-binary FILE, --version V, --os OS and --arch ARCH go together")
+				}
+				data, err := os.ReadFile(binary)
+				if err != nil {
+					return usageErr("--cli-binary: %v", err)
+				}
+				req.Release = &repo.Release{Binary: data, Version: version, OS: goos, Arch: arch}
 			}
-			m, err := metadata.Parse(data)
-			if err != nil {
-				return usageErr("measurements file %s: %v", file, err)
-			}
-			if m.Image != image || m.Platform != platform {
-				return usageErr("measurements file %s is for image %s on %s, not image %s on %s", file, m.Image, m.Platform, image, platform)
+			if req.Measurements == nil && req.Release == nil {
+				return usageErr("nothing to publish: give --measurements FILE --image V --platform P, or --cli-binary FILE --version V --os OS --arch ARCH")
 			}
 			w, err := openWorkspace(g, ws)
 			if err != nil {
 				return err
 			}
-			res, err := w.Publish(cmd.Context(), repo.PublishRequest{Measurements: m, Replace: replace})
+			res, err := w.Publish(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
 			if g.json() {
 				return g.printJSON(res)
 			}
+			for _, t := range res.Targets {
+				if t.Unchanged {
+					fmt.Fprintf(g.stdout, "%s is already published with this content\n", t.Name)
+					continue
+				}
+				fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes) in %s v%d\n", t.Name, t.SHA256, t.Length, t.Bin, t.BinVersion)
+			}
 			if res.Unchanged {
-				fmt.Fprintf(g.stdout, "%s is already published with these measurements; nothing to do\n", res.Target)
+				fmt.Fprintln(g.stdout, "nothing to do")
 				return nil
 			}
-			fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes)\ntargets v%d, snapshot v%d, timestamp v%d\n",
-				res.Target, res.SHA256, res.Length, res.TargetsVersion, res.SnapshotVersion, res.TimestampVersion)
+			fmt.Fprintf(g.stdout, "snapshot v%d, timestamp v%d\n", res.SnapshotVersion, res.TimestampVersion)
 			return nil
 		},
 	}
@@ -163,51 +207,178 @@ old repository or the new one, never a mix.`,
 	f.StringVar(&file, "measurements", "", "measurements document `FILE` (JSON or YAML)")
 	f.StringVar(&image, "image", "", "image `VERSION`")
 	f.StringVar(&platform, "platform", "", "attestation `PLATFORM`, e.g. qemu-vtpm")
-	f.BoolVar(&replace, "replace", false, "replace measurements already published for this image and platform")
+	f.StringVar(&binary, "cli-binary", "", "CLI release binary `FILE`")
+	f.StringVar(&version, "version", "", "CLI release `VERSION`, e.g. v1.2.0")
+	f.StringVar(&goos, "os", "", "CLI release operating system, e.g. linux")
+	f.StringVar(&arch, "arch", "", "CLI release architecture, e.g. amd64")
+	f.BoolVar(&replace, "replace", false, "replace targets already published with different content")
 	addOutputFlag(c, g)
 	return c
 }
 
 func newRepoStatusCmd(g *globals) *cobra.Command {
-	var ws string
+	var (
+		ws     string
+		within time.Duration
+		check  bool
+		list   bool
+	)
 	c := &cobra.Command{
-		Use:     "status --workspace DIR",
-		Short:   "Show roles, keys, thresholds, versions, expiry and targets",
-		Example: `  mtuf repo status --workspace ws --output json`,
-		Args:    noArgs,
+		Use:   "status --workspace DIR",
+		Short: "Show roles, keys, thresholds, versions and expiry; warn about what expires",
+		Long: `Show every role: version, expiry, signatures over threshold, keys, and for
+the delegated roles their hash bins and targets. Warnings name what has
+expired, what an online role should have re-signed by now (run
+'mtuf repo refresh'), and offline roles that expire within --within.
+
+With --check the exit status is 1 when there is any warning, for a
+monitoring job.`,
+		Example: `  mtuf repo status --workspace ws
+  mtuf repo status --workspace ws --check --within 720h   # monitoring
+  mtuf repo status --workspace ws --output json`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := openWorkspace(g, ws)
 			if err != nil {
 				return err
 			}
-			st, err := w.Status(cmd.Context())
+			st, err := w.Status(cmd.Context(), within)
 			if err != nil {
 				return err
 			}
-			if g.json() {
-				return g.printJSON(st)
-			}
-			fmt.Fprintf(g.stdout, "repository %s\n\n", st.Storage)
-			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tSIGNED\tKEYS")
-			for _, r := range st.Roles {
-				short := make([]string, len(r.KeyIDs))
-				for i, id := range r.KeyIDs {
-					short[i] = id[:min(8, len(id))]
+			var names []string
+			if list {
+				if names, err = w.Targets(cmd.Context()); err != nil {
+					return err
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.Signatures, r.Threshold, strings.Join(short, " "))
 			}
-			tw.Flush()
-			fmt.Fprintf(g.stdout, "\n%d target(s)\n", len(st.Targets))
-			for _, t := range st.Targets {
-				fmt.Fprintf(g.stdout, "  %s\n", t)
+			if g.json() {
+				out := struct {
+					*repo.Status
+					TargetNames []string `json:"targetNames,omitempty"`
+				}{st, names}
+				if err := g.printJSON(out); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(g.stdout, "repository %s\n\n", st.Storage)
+				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tSIGNED\tKEYS\tBINS\tTARGETS")
+				for _, r := range st.Roles {
+					short := make([]string, len(r.KeyIDs))
+					for i, id := range r.KeyIDs {
+						short[i] = id[:min(8, len(id))]
+					}
+					bins := "-"
+					if r.Bins > 0 {
+						bins = fmt.Sprintf("%d (expire %s)", r.Bins, r.BinsExpire.Format(time.RFC3339))
+					}
+					kind := "offline"
+					if r.Online {
+						kind = "online"
+					}
+					fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s %s\t%s\t%d\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.Signatures, r.Threshold, strings.Join(short, ","), kind, bins, r.Targets)
+				}
+				tw.Flush()
+				for _, n := range names {
+					fmt.Fprintf(g.stdout, "  %s\n", n)
+				}
+				for _, wmsg := range st.Warnings {
+					fmt.Fprintf(g.stdout, "warning: %s\n", wmsg)
+				}
+			}
+			if check && len(st.Warnings) > 0 {
+				return silent{code: exitFailed}
 			}
 			return nil
 		},
 	}
 	c.Flags().StringVar(&ws, "workspace", "", "workspace `DIR`")
+	c.Flags().DurationVar(&within, "within", 30*24*time.Hour, "warn about offline roles that expire within this `DURATION`")
+	c.Flags().BoolVar(&check, "check", false, "exit 1 when there is any warning")
+	c.Flags().BoolVar(&list, "targets", false, "list every target name")
 	addOutputFlag(c, g)
 	return c
+}
+
+// exitNothingDue is refresh's exit status when nothing needed signing.
+const exitNothingDue = 3
+
+func newRepoRefreshCmd(g *globals) *cobra.Command {
+	var (
+		ws     string
+		window time.Duration
+	)
+	c := &cobra.Command{
+		Use:   "refresh --workspace DIR",
+		Short: "Re-sign the online roles that expire soon (run it from cron)",
+		Long: `Re-sign what the online keys sign and what expires within the refresh
+window: the timestamp, the snapshot, and the delegated roles and their hash
+bins. The default window of each role is a quarter of its validity period
+(6h for a 1-day timestamp). Running it again signs nothing new.
+
+Exit status: 0 when it re-signed something, 3 when nothing was due, 1 on
+an error. Offline roles (root, targets) that expire soon are reported on
+standard error: they need a signing ceremony.`,
+		Example: `  # crontab: every hour
+  0 * * * *  mtuf repo refresh --workspace /srv/mtuf/ws --password-file /srv/mtuf/pw; [ $? -ne 1 ]`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			w, err := openWorkspace(g, ws)
+			if err != nil {
+				return err
+			}
+			res, err := w.Refresh(cmd.Context(), window)
+			if err != nil {
+				return err
+			}
+			for _, wmsg := range res.Warnings {
+				fmt.Fprintf(g.stderr, "mtuf: warning: %s\n", wmsg)
+			}
+			if g.json() {
+				if res.Signed == nil {
+					res.Signed = []string{}
+				}
+				if err := g.printJSON(res); err != nil {
+					return err
+				}
+			} else if len(res.Signed) == 0 {
+				fmt.Fprintln(g.stdout, "nothing is due for re-signing")
+			} else {
+				fmt.Fprintf(g.stdout, "re-signed %s\n", summarizeRoles(res.Signed))
+			}
+			if len(res.Signed) == 0 {
+				return silent{code: exitNothingDue}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&ws, "workspace", "", "workspace `DIR`")
+	c.Flags().DurationVar(&window, "window", 0, "re-sign what expires within this `DURATION` (default: a quarter of each role's period)")
+	addOutputFlag(c, g)
+	return c
+}
+
+// summarizeRoles shortens a list with many bins: "measurements-bin-* (256)".
+func summarizeRoles(roles []string) string {
+	bins := map[string]int{}
+	var out []string
+	for _, r := range roles {
+		if i := strings.Index(r, "-bin-"); i > 0 {
+			if bins[r[:i]] == 0 {
+				out = append(out, r[:i]+"-bin-*")
+			}
+			bins[r[:i]]++
+			continue
+		}
+		out = append(out, r)
+	}
+	for i, r := range out {
+		if p, ok := strings.CutSuffix(r, "-bin-*"); ok {
+			out[i] = fmt.Sprintf("%s (%d bins)", r, bins[p])
+		}
+	}
+	return strings.Join(out, ", ")
 }
 
 func newRepoServeCmd(g *globals) *cobra.Command {
@@ -224,7 +395,7 @@ SIGTERM.`,
 			if storage == "" {
 				return usageErr("--storage file://DIR is required")
 			}
-			st, err := repo.OpenStorage(storage)
+			st, err := repo.OpenStorage(cmd.Context(), storage)
 			if err != nil {
 				return usageErr("%v", err)
 			}

@@ -1,0 +1,89 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"strconv"
+
+	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/mtuf/mtuf/metadata"
+)
+
+// Available is one image version and platform the repository offers.
+type Available struct {
+	Image    string `json:"image"`
+	Platform string `json:"platform"`
+	Target   string `json:"target"`
+}
+
+// List refreshes the metadata and returns the measurements on offer. It
+// loads every hash bin of the roles that hold measurements, so it costs
+// one download per bin the first time and nothing once they are cached.
+func (c *Client) List(ctx context.Context) ([]Available, error) {
+	up, err := c.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	roles, err := loadAllBins(up, "measurements/x/x/measurements.json")
+	if err != nil {
+		return nil, err
+	}
+	var out []Available
+	for _, md := range roles {
+		for name := range md.Signed.Targets {
+			if img, plat, ok := metadata.ParseMeasurementsTarget(name); ok {
+				out = append(out, Available{Image: img, Platform: plat, Target: name})
+			}
+		}
+	}
+	sortAvailable(out)
+	return out, nil
+}
+
+// loadAllBins makes go-tuf load and verify, through its own delegation
+// walk, the role that would hold sample and every hash bin it delegates
+// to, and returns all targets-type metadata then trusted. go-tuf loads a
+// bin only when asked for a target in it, so for each bin a target path
+// that hashes into it is looked up; the lookup itself finds nothing.
+func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.Metadata[tuf.TargetsType], error) {
+	if _, err := up.GetTargetInfo(sample); err != nil && !isNotFound(err) {
+		return nil, explain(err)
+	}
+	trusted := up.GetTrustedMetadataSet()
+	var bins *tuf.SuccinctRoles
+	if d := trusted.Targets[tuf.TARGETS].Signed.Delegations; d != nil {
+		if roles := d.GetRolesForTarget(sample); len(roles) > 0 {
+			if md := trusted.Targets[roles[0].Name]; md != nil && md.Signed.Delegations != nil {
+				bins = md.Signed.Delegations.SuccinctRoles
+			}
+		}
+	}
+	if bins != nil {
+		_, count := bins.GetSuffixLen()
+		seen := map[string]bool{}
+		dir := path.Dir(sample)
+		// A bin is a hash prefix of the path, so about count*ln(count)
+		// probes cover every bin; the bound stops a malicious bit length.
+		for i := 0; len(seen) < count && i < 64*count; i++ {
+			probe := dir + "/probe-" + strconv.Itoa(i)
+			bin := bins.GetRolesForTarget(probe)[0].Name
+			if seen[bin] {
+				continue
+			}
+			seen[bin] = true
+			if _, ok := trusted.Targets[bin]; ok {
+				continue
+			}
+			if _, err := up.GetTargetInfo(probe); err != nil && !isNotFound(err) {
+				return nil, explain(err)
+			}
+		}
+		if len(seen) < count {
+			return nil, fmt.Errorf("could not reach all %d hash bins", count)
+		}
+	}
+	return up.GetTrustedMetadataSet().Targets, nil
+}
