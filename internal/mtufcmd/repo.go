@@ -32,6 +32,11 @@ func newRepoCmd(g *globals) *cobra.Command {
 	return c
 }
 
+// wrapStorage, when set, wraps a workspace's storage: the tests put a
+// fault-injecting storage under a real publish process to kill it between
+// two writes. It is nil in the mtuf binary.
+var wrapStorage func(repo.Storage) repo.Storage
+
 func openWorkspace(g *globals, dir string) (*repo.Workspace, error) {
 	if dir == "" {
 		return nil, usageErr("--workspace DIR is required")
@@ -39,6 +44,9 @@ func openWorkspace(g *globals, dir string) (*repo.Workspace, error) {
 	w, err := repo.OpenWorkspace(dir)
 	if err != nil {
 		return nil, err
+	}
+	if wrapStorage != nil {
+		w.Storage = wrapStorage(w.Storage)
 	}
 	w.Password = g.password()
 	return w, nil

@@ -2,8 +2,10 @@ package mtufcmd
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agentcmd"
 	"github.com/mtuf/mtuf/internal/pcrreadercmd"
+	"github.com/mtuf/mtuf/repo"
 )
 
 func TestMain(m *testing.M) {
@@ -19,6 +22,13 @@ func TestMain(m *testing.M) {
 		"mtuf":       func() { os.Exit(Main()) },
 		"mtuf-agent": func() { os.Exit(agentcmd.Main()) },
 		"pcr-reader": func() { os.Exit(pcrreadercmd.Main()) },
+		// mtuf-pausing is mtuf whose storage stops for good after the
+		// $MTUF_TEST_PAUSE_AT-th write, once it has written the file
+		// $MTUF_TEST_PAUSED: the script then kills it, as a crash would.
+		"mtuf-pausing": func() {
+			wrapStorage = func(st repo.Storage) repo.Storage { return newPausingStorage(st) }
+			os.Exit(Main())
+		},
 	})
 }
 
@@ -44,6 +54,43 @@ func TestScripts(t *testing.T) {
 			"envfile":  cmdEnvFile,
 		},
 	})
+}
+
+type pausingStorage struct {
+	repo.Storage
+	writes, at int
+	paused     string
+}
+
+func newPausingStorage(st repo.Storage) *pausingStorage {
+	at, _ := strconv.Atoi(os.Getenv("MTUF_TEST_PAUSE_AT"))
+	return &pausingStorage{Storage: st, at: at, paused: os.Getenv("MTUF_TEST_PAUSED")}
+}
+
+func (p *pausingStorage) write() {
+	p.writes++
+	if p.writes == p.at {
+		os.WriteFile(p.paused, []byte(strconv.Itoa(p.writes)), 0o644)
+		select {} // until killed
+	}
+}
+
+func (p *pausingStorage) PutOnce(ctx context.Context, name string, data []byte) error {
+	p.write()
+	return p.Storage.PutOnce(ctx, name, data)
+}
+
+func (p *pausingStorage) Replace(ctx context.Context, name string, data []byte) error {
+	p.write()
+	return p.Storage.Replace(ctx, name, data)
+}
+
+// Lock keeps the directory lock of the storage underneath.
+func (p *pausingStorage) Lock(ctx context.Context) (func(), error) {
+	if l, ok := p.Storage.(repo.Locker); ok {
+		return l.Lock(ctx)
+	}
+	return func() {}, nil
 }
 
 // waitfile FILE waits until FILE exists and is not empty, for servers

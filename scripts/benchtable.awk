@@ -1,0 +1,41 @@
+# Turns 'go test -bench' output of the repository benchmarks into a
+# markdown table: mtuf's hash bins against one flat targets.json.
+function metric(line, unit,    i, n, f) {
+	n = split(line, f, /[ \t]+/)
+	for (i = 2; i <= n; i++) if (f[i] == unit) return f[i-1]
+	return ""
+}
+function ms(ns) { return sprintf("%.1f ms", ns / 1e6) }
+function kb(b) { return sprintf("%.1f KB", b / 1000) }
+/^BenchmarkPublishOne\// {
+	match($1, /layout=[a-z]+/); layout = substr($1, RSTART + 7, RLENGTH - 7)
+	match($1, /targets=[0-9]+/); n = substr($1, RSTART + 8, RLENGTH - 8)
+	sizes[n] = 1
+	pub[layout, n] = metric($0, "ns/op")
+}
+/^BenchmarkClientFetch\// {
+	split($1, p, "/"); kind = p[2]
+	match($1, /layout=[a-z]+/); layout = substr($1, RSTART + 7, RLENGTH - 7)
+	match($1, /targets=[0-9]+/); n = substr($1, RSTART + 8, RLENGTH - 8)
+	sizes[n] = 1
+	req[kind, layout, n] = metric($0, "requests")
+	byt[kind, layout, n] = metric($0, "bytes-fetched")
+	tim[kind, layout, n] = metric($0, "ns/op")
+}
+END {
+	if (length(sizes) == 0) exit
+	print "| targets | layout | publish one | fresh client: requests | fresh client: bytes | no-op refresh: requests | no-op refresh: bytes | no-op refresh: time |"
+	print "|---:|---|---:|---:|---:|---:|---:|---:|"
+	m = 0; for (n in sizes) order[++m] = n + 0
+	for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (order[j] < order[i]) { t = order[i]; order[i] = order[j]; order[j] = t }
+	for (i = 1; i <= m; i++) {
+		n = order[i]
+		for (l = 1; l <= 2; l++) {
+			layout = (l == 1) ? "bins" : "flat"
+			name = (l == 1) ? "mtuf (bins)" : "flat targets.json"
+			printf "| %d | %s | %s | %s | %s | %s | %s | %s |\n", n, name, ms(pub[layout, n]), \
+				req["fresh", layout, n], kb(byt["fresh", layout, n]), \
+				req["warm", layout, n], kb(byt["warm", layout, n]), ms(tim["warm", layout, n])
+		}
+	}
+}
