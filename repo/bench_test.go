@@ -97,8 +97,32 @@ func benchTarget(i int) Target {
 	return Target{Name: name, Data: data, Custom: metadata.TargetCustom{Image: m.Image, Platform: m.Platform}}
 }
 
-// benchRepos caches built repositories across benchmarks of one run.
-var benchRepos = map[string]string{}
+// benchRepos caches built repositories across benchmarks of one run, in
+// benchDir, which outlives any one benchmark.
+var (
+	benchRepos = map[string]string{}
+	benchDir   string
+)
+
+func TestMain(m *testing.M) {
+	var err error
+	if benchDir, err = os.MkdirTemp("", "mtuf-bench-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(benchDir)
+	os.Exit(code)
+}
+
+// benchTempDir is a fresh directory that lives as long as the test binary.
+func benchTempDir(b *testing.B) string {
+	d, err := os.MkdirTemp(benchDir, "repo-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d
+}
 
 // mtufRepo builds an mtuf repository with n measurement targets on disk
 // and returns its workspace.
@@ -107,7 +131,7 @@ func mtufRepo(b *testing.B, n int) *Workspace {
 	key := fmt.Sprintf("mtuf-%d", n)
 	dir, ok := benchRepos[key]
 	if !ok {
-		dir = b.TempDir()
+		dir = benchTempDir(b)
 		kdir := filepath.Join(dir, "keys")
 		os.MkdirAll(kdir, 0o700)
 		cfg, _ := testInitConfig(b, kdir)
@@ -339,7 +363,7 @@ func flatRepo(b *testing.B, n int) *flat {
 		b.Fatal(err)
 	}
 	expires := time.Now().Add(24 * time.Hour)
-	f := &flat{dir: b.TempDir(), signer: signer, root: tuf.Root(expires), targets: tuf.Targets(expires), snapshot: tuf.Snapshot(expires), timestamp: tuf.Timestamp(expires)}
+	f := &flat{dir: benchTempDir(b), signer: signer, root: tuf.Root(expires), targets: tuf.Targets(expires), snapshot: tuf.Snapshot(expires), timestamp: tuf.Timestamp(expires)}
 	f.root.Signed.ConsistentSnapshot = true
 	for _, r := range []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP} {
 		f.root.Signed.AddKey(key, r)

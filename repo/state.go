@@ -30,6 +30,9 @@ type state struct {
 	dirty map[string]bool
 	// fresh is set for a repository being created: every file is version 1.
 	fresh bool
+	// presigned holds targets-type metadata signed offline (a committed
+	// staged file): written as it is, at the version it carries.
+	presigned map[string][]byte
 }
 
 func getMetadata[T tuf.Roles](ctx context.Context, st Storage, name string) (*tuf.Metadata[T], error) {
@@ -195,6 +198,13 @@ func (s *state) commit(ctx context.Context, files map[string][]byte, signers sig
 			return err
 		}
 	}
+	for _, name := range sortedKeys(presignedNames(s.presigned)) {
+		md := s.roles[name]
+		if err := s.st.PutOnce(ctx, fmt.Sprintf("metadata/%d.%s.json", md.Signed.Version, name), s.presigned[name]); err != nil {
+			return err
+		}
+		s.snapshot.Signed.Meta[name+".json"] = tuf.MetaFile(md.Signed.Version)
+	}
 	for _, name := range sortedKeys(s.dirty) {
 		md := s.roles[name]
 		v := int64(1)
@@ -303,5 +313,13 @@ func sortedKeys(m map[string]bool) []string {
 		out = append(out, k)
 	}
 	sort.Strings(out)
+	return out
+}
+
+func presignedNames(m map[string][]byte) map[string]bool {
+	out := map[string]bool{}
+	for k := range m {
+		out[k] = true
+	}
 	return out
 }

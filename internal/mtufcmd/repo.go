@@ -29,6 +29,7 @@ func newRepoCmd(g *globals) *cobra.Command {
   mtuf repo serve --storage file://$PWD/repo --addr 127.0.0.1:8080`,
 	}
 	c.AddCommand(newRepoInitCmd(g), newRepoPublishCmd(g), newRepoRefreshCmd(g), newRepoStatusCmd(g), newRepoServeCmd(g))
+	c.AddCommand(newRepoStageCmd(g), newRepoSignCmd(g), newRepoCommitCmd(g))
 	return c
 }
 
@@ -290,6 +291,9 @@ monitoring job.`,
 				tw.Flush()
 				for _, n := range names {
 					fmt.Fprintf(g.stdout, "  %s\n", n)
+				}
+				if err := printStaged(g, w); err != nil {
+					return err
 				}
 				for _, wmsg := range st.Warnings {
 					fmt.Fprintf(g.stdout, "warning: %s\n", wmsg)

@@ -1,0 +1,129 @@
+package repo
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mtuf/mtuf/keys"
+)
+
+func TestStageSignCommitRefusals(t *testing.T) {
+	ctx := context.Background()
+	r := newTestRepo(t)
+	root2 := newTestKey(t, r.dir, "root2-test", keys.ED25519)
+	pubOf := func(k string) string { return strings.TrimSuffix(k, ".key") + ".pub" }
+
+	// A key already in the role, under any id, is refused.
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Add: []string{pubOf(r.keys["root"])}}}}); err == nil || !strings.Contains(err.Error(), "already a key of role root") {
+		t.Fatalf("duplicate key: %v", err)
+	}
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Threshold: 3}}}); err == nil || !strings.Contains(err.Error(), "threshold 3 is more than its 1 key") {
+		t.Fatalf("threshold: %v", err)
+	}
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "nope"}); err == nil {
+		t.Fatal("unknown role staged")
+	}
+
+	p, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Add: []string{pubOf(root2)}, Threshold: 2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root"}); err == nil || !strings.Contains(err.Error(), "already staged") {
+		t.Fatalf("second stage: %v", err)
+	}
+	// A key of another role may not sign.
+	if _, _, err := Sign(ctx, p, r.keys["targets"], testPW()); err == nil || !strings.Contains(err.Error(), "may not sign the staged root v2") {
+		t.Fatalf("targets key on root: %v", err)
+	}
+	if _, _, err := Sign(ctx, p, r.keys["root"], testPW()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Sign(ctx, p, r.keys["root"], testPW()); err == nil || !strings.Contains(err.Error(), "signed this file already") {
+		t.Fatalf("same key twice: %v", err)
+	}
+	// One signature fewer than the new root's threshold: refused, naming
+	// who may still sign, and nothing is published.
+	_, err = r.ws.Commit(ctx)
+	if !errors.Is(err, ErrThreshold) || !strings.Contains(err.Error(), "1 of 2 signed") || !strings.Contains(err.Error(), "may still sign") {
+		t.Fatalf("commit under threshold: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(r.storage, "metadata", "2.root.json")); err == nil {
+		t.Fatal("a refused commit published a root")
+	}
+	st, err := r.ws.Staged()
+	if err != nil || len(st) != 1 {
+		t.Fatalf("staged = %v, %v", st, err)
+	}
+	prog := st["root"].Progress()
+	if len(prog) != 2 || !prog[0].Met || prog[1].Met {
+		t.Fatalf("progress = %+v", prog)
+	}
+
+	// A staged file edited after signing is refused.
+	data, _ := os.ReadFile(p)
+	saved := append([]byte(nil), data...)
+	os.WriteFile(p, []byte(strings.Replace(string(data), `"expires": "20`, `"expires": "21`, 1)), 0o600)
+	if strings.Contains(string(data), `"expires": "20`) {
+		if _, err := ReadStaged(p); err == nil || !strings.Contains(err.Error(), "changed after it was signed") {
+			t.Fatalf("edited file: %v", err)
+		}
+	} else {
+		t.Fatalf("staged file carries no expiry:\n%s", data)
+	}
+	os.WriteFile(p, saved, 0o600)
+
+	if _, _, err := Sign(ctx, p, root2, testPW()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ws.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fetch(t, r.storage, "measurements/x/qemu-vtpm/measurements.json")
+
+	// A staged version that is not the next one is refused.
+	os.MkdirAll(filepath.Dir(p), 0o700)
+	os.WriteFile(p, saved, 0o600)
+	Sign(ctx, p, root2, testPW())
+	if _, err := r.ws.Commit(ctx); err == nil || !strings.Contains(err.Error(), "staged root is version 2, but the repository's root is at version 2") {
+		t.Fatalf("stale version: %v", err)
+	}
+}
+
+// One key listed under two key ids signs twice: it counts once.
+func TestOneKeyCountsOnce(t *testing.T) {
+	priv, err := keys.Generate(keys.ECDSAP256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k1, _ := keys.TUFKey(priv.Public())
+	// The same public key under a second key type spelling gives a
+	// second key id.
+	alt := *k1
+	alt.Type = "ecdsa-sha2-nistp256"
+	id1, _ := k1.ID()
+	id2, _ := (&tuf.Key{Type: alt.Type, Scheme: alt.Scheme, Value: alt.Value}).ID()
+	if id1 == id2 {
+		t.Fatal("no second key id")
+	}
+	md := tuf.Targets()
+	signer, _ := keys.Signer(priv)
+	sig, err := md.Sign(signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	md.Signatures = append(md.Signatures, tuf.Signature{KeyID: id2, Signature: sig.Signature})
+	data, _ := md.ToBytes(false)
+	ks := map[string]*tuf.Key{id1: k1, id2: {Type: alt.Type, Scheme: alt.Scheme, Value: alt.Value}}
+	if err := verifyWith("targets", data, ks, []string{id1, id2}, 1); err != nil {
+		t.Fatalf("threshold 1: %v", err)
+	}
+	if err := verifyWith("targets", data, ks, []string{id1, id2}, 2); err == nil {
+		t.Fatal("one key signing under two key ids met a threshold of 2")
+	}
+}
