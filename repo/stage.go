@@ -630,4 +630,3 @@ func (w *Workspace) Staged() (map[string]*Staged, error) {
 	}
 	return out, nil
 }
-
