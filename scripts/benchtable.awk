@@ -24,7 +24,7 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 }
 END {
 	if (length(sizes) == 0) exit
-	print "| targets | layout | publish one | fresh client: requests | fresh client: bytes | no-op refresh: requests | no-op refresh: bytes | no-op refresh: time |"
+	print "| targets | layout | publish one | fresh client: requests | fresh client: bytes | no-op refresh: requests | no-op refresh: bytes | warm client: time |"
 	print "|---:|---|---:|---:|---:|---:|---:|---:|"
 	m = 0; for (n in sizes) order[++m] = n + 0
 	for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (order[j] < order[i]) { t = order[i]; order[i] = order[j]; order[j] = t }
@@ -33,7 +33,7 @@ END {
 		for (l = 1; l <= 2; l++) {
 			layout = (l == 1) ? "bins" : "flat"
 			name = (l == 1) ? "mtuf (bins)" : "flat targets.json"
-			printf "| %d | %s | %s | %s | %s | %s | %s | %s |\n", n, name, ms(pub[layout, n]), \
+			printf "| %d | %s | %s | %d | %s | %d | %s | %s |\n", n, name, ms(pub[layout, n]), \
 				req["fresh", layout, n], kb(byt["fresh", layout, n]), \
 				req["warm", layout, n], kb(byt["warm", layout, n]), ms(tim["warm", layout, n])
 		}
