@@ -1,0 +1,216 @@
+package client_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/theupdateframework/go-tuf/v2/metadata/config"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
+
+	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/repo"
+)
+
+// releaseFixture is a repository with a releases role.
+func releaseFixture(t testing.TB) (*fixture, *repo.Workspace) {
+	t.Helper()
+	dir := t.TempDir()
+	k := map[string]string{}
+	for _, n := range []string{"root", "targets", "online", "ci", "releases"} {
+		k[n] = newTestKey(t, dir, n+"-test")
+	}
+	one := func(n string) repo.RoleKeys { return repo.RoleKeys{Keys: []string{k[n]}, Threshold: 1} }
+	repoDir := filepath.Join(dir, "repo")
+	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
+		Storage: repoDir, Root: one("root"), Targets: one("targets"), Snapshot: one("online"), Timestamp: one("online"),
+		Measurements: one("ci"), Releases: one("releases"), MeasurementsBins: 2, ReleasesBins: 2,
+	}, testPW(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _ := os.ReadFile(filepath.Join(repoDir, "metadata", "1.root.json"))
+	return &fixture{dir: dir, repoDir: repoDir, ws: ws, root: root}, ws
+}
+
+func publishRelease(t testing.TB, ws *repo.Workspace, version string, bin []byte) {
+	t.Helper()
+	if _, err := ws.Publish(context.Background(), repo.PublishRequest{Release: &repo.Release{Binary: bin, Version: version, OS: runtime.GOOS, Arch: runtime.GOARCH}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSelfUpdate(t *testing.T) {
+	f, ws := releaseFixture(t)
+	publishRelease(t, ws, "v1.0.0", []byte("release 1.0.0"))
+	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
+	srv := httptest.NewServer(repo.Handler(f.repoDir))
+	defer srv.Close()
+	c, _ := f.client(t, srv.URL)
+	bin := filepath.Join(t.TempDir(), "mtuf")
+	os.WriteFile(bin, []byte("running 1.0.0"), 0o750)
+
+	for _, running := range []string{"v1.1.0", "v2.0.0"} {
+		if _, err := c.SelfUpdate(context.Background(), client.SelfUpdateOptions{Running: running, Binary: bin}); !errors.Is(err, client.ErrNotNewer) {
+			t.Errorf("running %s: %v, want ErrNotNewer", running, err)
+		}
+	}
+	if _, err := c.SelfUpdate(context.Background(), client.SelfUpdateOptions{Running: "dev", Binary: bin}); err == nil || !strings.Contains(err.Error(), "development build") {
+		t.Errorf("dev build: %v", err)
+	}
+	var last int64
+	rel, err := c.SelfUpdate(context.Background(), client.SelfUpdateOptions{Running: "v1.0.0", Binary: bin, Progress: func(done, total int64) { last = done }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rel.Version != "v1.1.0" || last != int64(len("release 1.1.0")) {
+		t.Errorf("release %+v, progress %d", rel, last)
+	}
+	if got, _ := os.ReadFile(bin); string(got) != "release 1.1.0" {
+		t.Errorf("binary = %q", got)
+	}
+	if got, _ := os.ReadFile(bin + ".old"); string(got) != "running 1.0.0" {
+		t.Errorf("previous binary = %q", got)
+	}
+	if fi, _ := os.Stat(bin); fi.Mode().Perm() != 0o750 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+}
+
+func TestSelfUpdateRefusesTamperedRelease(t *testing.T) {
+	f, ws := releaseFixture(t)
+	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
+	srv := httptest.NewServer(repo.Handler(f.repoDir))
+	defer srv.Close()
+	files, _ := filepath.Glob(filepath.Join(f.repoDir, "targets", "cli", "v1.1.0", "*", "*.mtuf"))
+	if len(files) != 1 {
+		t.Fatalf("release files %v", files)
+	}
+	for name, content := range map[string][]byte{"same length": []byte("RELEASE 1.1.0"), "longer": []byte("release 1.1.0 and more")} {
+		t.Run(name, func(t *testing.T) {
+			os.WriteFile(files[0], content, 0o644)
+			c, _ := f.client(t, srv.URL)
+			dir := t.TempDir()
+			bin := filepath.Join(dir, "mtuf")
+			os.WriteFile(bin, []byte("running"), 0o755)
+			_, err := c.SelfUpdate(context.Background(), client.SelfUpdateOptions{Running: "v1.0.0", Binary: bin})
+			if !errors.Is(err, client.ErrUntrusted) {
+				t.Fatalf("err = %v, want ErrUntrusted", err)
+			}
+			if got, _ := os.ReadFile(bin); string(got) != "running" {
+				t.Errorf("binary replaced by a tampered release: %q", got)
+			}
+			if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+				t.Errorf("left behind: %v", entries)
+			}
+		})
+	}
+}
+
+// benchReleaseSize is the size of the release BenchmarkSelfUpdateRSS
+// downloads: 1 GiB, or $MTUF_RSS_SIZE_MB.
+var benchReleaseSize = func() int {
+	if mb, err := strconv.Atoi(os.Getenv("MTUF_RSS_SIZE_MB")); err == nil && mb > 0 {
+		return mb << 20
+	}
+	return 1 << 30
+}()
+
+// BenchmarkSelfUpdateRSS measures the peak memory of a process that
+// downloads a 1 GB release: mtuf's streaming self-update against go-tuf's
+// DownloadTarget, which holds the whole target in memory. Each runs in a
+// child process so that its peak RSS is its own.
+func BenchmarkSelfUpdateRSS(b *testing.B) {
+	f, ws := releaseFixture(b)
+	big := bytes.Repeat([]byte("0123456789abcdef"), benchReleaseSize/16)
+	publishRelease(b, ws, "v9.0.0", big)
+	big = nil
+	runtime.GC()
+	srv := httptest.NewServer(repo.Handler(f.repoDir))
+	defer srv.Close()
+	rootFile := filepath.Join(f.dir, "root.json")
+	os.WriteFile(rootFile, f.root, 0o644)
+	for _, mode := range []string{"mtuf-stream", "go-tuf-DownloadTarget"} {
+		b.Run(mode, func(b *testing.B) {
+			var rss int64
+			for b.Loop() {
+				cmd := exec.Command(os.Args[0], "-test.run=^TestSelfUpdateRSSChild$", "-test.v")
+				cmd.Env = append(os.Environ(), "MTUF_RSS_CHILD="+mode, "MTUF_RSS_REPO="+srv.URL, "MTUF_RSS_ROOT="+rootFile, "MTUF_RSS_DIR="+b.TempDir())
+				out, err := cmd.CombinedOutput()
+				if err != nil {
+					b.Fatalf("%s: %v\n%s", mode, err, out)
+				}
+				i := bytes.Index(out, []byte("maxrss-kb "))
+				if i < 0 {
+					b.Fatalf("no maxrss in\n%s", out)
+				}
+				fields := strings.Fields(string(out[i:]))
+				kb, _ := strconv.ParseInt(fields[1], 10, 64)
+				rss = kb * 1024
+			}
+			b.ReportMetric(float64(rss)/(1<<20), "peak-RSS-MiB")
+		})
+	}
+}
+
+// TestSelfUpdateRSSChild is the child of BenchmarkSelfUpdateRSS; it does
+// nothing in a normal test run.
+func TestSelfUpdateRSSChild(t *testing.T) {
+	mode := os.Getenv("MTUF_RSS_CHILD")
+	if mode == "" {
+		return
+	}
+	repoURL, dir := os.Getenv("MTUF_RSS_REPO"), os.Getenv("MTUF_RSS_DIR")
+	root, err := os.ReadFile(os.Getenv("MTUF_RSS_ROOT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := fmt.Sprintf("cli/v9.0.0/%s-%s/mtuf", runtime.GOOS, runtime.GOARCH)
+	switch mode {
+	case "mtuf-stream":
+		c, err := client.Init(filepath.Join(dir, "state"), repoURL, root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.SelfUpdate(context.Background(), client.SelfUpdateOptions{Running: "v1.0.0", Binary: filepath.Join(dir, "mtuf")}); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		cfg, _ := config.New(repoURL+"/metadata", root)
+		cfg.RemoteTargetsURL = repoURL + "/targets"
+		cfg.LocalMetadataDir = filepath.Join(dir, "md")
+		cfg.LocalTargetsDir = filepath.Join(dir, "t")
+		up, err := updater.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, err := up.GetTargetInfo(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := up.DownloadTarget(ti, filepath.Join(dir, "mtuf"), ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// VmHWM is this process's own peak; getrusage's maxrss would carry
+	// over the parent's peak from before the fork.
+	status, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			fmt.Printf("maxrss-kb %s\n", strings.TrimSuffix(strings.TrimSpace(v), " kB"))
+		}
+	}
+}
+
