@@ -13,7 +13,7 @@ COSIGN        := github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
 # (a TCP TPM and the reference PCR reader).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2
 GOTEST_FLAGS  ?= -race -count=1 -timeout 20m
 
 export MTUF_TOOLS_BIN := $(TOOLS)
@@ -23,9 +23,12 @@ export PATH := $(TOOLS):$(PATH)
 
 all: build
 
+# The release version compiled into mtuf, for --version and self-update.
+VERSION       ?= $(shell git describe --tags --match 'v*' 2>/dev/null || echo dev)
+
 build:
 	@mkdir -p bin
-	$(GO) build -o bin/mtuf ./cmd/mtuf
+	$(GO) build -ldflags "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=$(VERSION)" -o bin/mtuf ./cmd/mtuf
 	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
 

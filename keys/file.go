@@ -141,6 +141,7 @@ func refScheme(ref string) string {
 // LoadPrivate loads the private key that ref names. A reference is the path
 // of an encrypted key file (ours or cosign's); the password comes from pw and
 // is asked for only once the file is known to be an encrypted private key.
+// A pkcs11: URI names a key held in a PKCS#11 token (see ClosePKCS11).
 func LoadPrivate(ctx context.Context, ref string, pw PasswordSource) (crypto.Signer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -148,6 +149,8 @@ func LoadPrivate(ctx context.Context, ref string, pw PasswordSource) (crypto.Sig
 	switch scheme := refScheme(ref); scheme {
 	case "":
 		return loadPrivateFile(ref, pw)
+	case "pkcs11":
+		return loadPrivatePKCS11(ref, pw)
 	default:
 		return nil, fmt.Errorf("private key %s: unsupported key reference scheme %q: give the path of a key file", ref, scheme)
 	}
@@ -177,11 +180,14 @@ func loadPrivateFile(path string, pw PasswordSource) (crypto.Signer, error) {
 }
 
 // LoadPublic loads the public key that ref names: a PEM public key file
-// (NAME.pub) or an X.509 certificate.
+// (NAME.pub), an X.509 certificate, or a pkcs11: URI of a key held in a
+// PKCS#11 token (whose PIN must then be in the URI or $MTUF_PKCS11_PIN).
 func LoadPublic(ref string) (crypto.PublicKey, error) {
 	switch scheme := refScheme(ref); scheme {
 	case "":
 		return loadPublicFile(ref)
+	case "pkcs11":
+		return loadPublicPKCS11(ref)
 	default:
 		return nil, fmt.Errorf("public key %s: unsupported key reference scheme %q: give the path of a public key file", ref, scheme)
 	}

@@ -300,7 +300,7 @@ func TestLoadPublic(t *testing.T) {
 		{name: "private key given", ref: name + ".key", wantErr: name + ".key is a private key; pass " + name + ".pub"},
 		{name: "missing file", ref: name + ".pem", wantErr: "reading public key: open " + name + ".pem: no such file"},
 		{name: "not a key", ref: garbage, wantErr: "public key " + garbage + ": not a PEM-encoded key"},
-		{name: "unknown scheme", ref: "pkcs11:token=root", wantErr: `unsupported key reference scheme "pkcs11"`},
+		{name: "unknown scheme", ref: "awskms:///alias/root", wantErr: `unsupported key reference scheme "awskms"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

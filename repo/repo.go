@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -121,11 +122,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 				if key, err = keys.TUFKey(pub); err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
-				abs, err := filepath.Abs(ref)
-				if err != nil {
-					return nil, err
-				}
-				w.Config.Keys[r] = append(w.Config.Keys[r], abs)
+				w.Config.Keys[r] = append(w.Config.Keys[r], absRef(ref))
 			}
 			id, err := key.ID()
 			if err != nil {
@@ -285,4 +282,19 @@ func short(id string) string {
 		return id[:8]
 	}
 	return id
+}
+
+// absRef makes a key file path absolute, so a workspace works from any
+// directory; a key reference such as a pkcs11: URI is kept as it is.
+func absRef(ref string) string {
+	if strings.Contains(ref, ":") && !filepath.IsAbs(ref) {
+		if _, err := os.Stat(ref); err != nil {
+			return ref
+		}
+	}
+	abs, err := filepath.Abs(ref)
+	if err != nil {
+		return ref
+	}
+	return abs
 }

@@ -221,9 +221,7 @@ func (w *Workspace) changeKey(ctx context.Context, role, ref string, st *Staged)
 		if _, err := os.Stat(priv); err != nil && !strings.HasPrefix(priv, "pkcs11:") {
 			return nil, fmt.Errorf("role %s is signed online, so the workspace needs its private key: %s not found", role, priv)
 		}
-		if abs, err := filepath.Abs(priv); err == nil && !strings.HasPrefix(priv, "pkcs11:") {
-			priv = abs
-		}
+		priv = absRef(priv)
 		st.AddWorkspaceKeys[role] = append(st.AddWorkspaceKeys[role], priv)
 	}
 	return keys.TUFKey(pub)
