@@ -10,15 +10,17 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/google/go-tpm-tools/proto/attest"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
 	"github.com/google/go-tpm-tools/quote"
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/mtuf/mtuf/internal/agentapi"
-	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -37,195 +39,462 @@ const (
 	Unreachable Status = "unreachable"
 )
 
-// Policy is what a node must prove. Nothing is trusted unless the policy
-// says what trusted means: reference measurements and the keys allowed to
-// sign quotes.
+// Check names the check a node failed, so that a program reading a report
+// can tell an unreachable node from a forged quote or a different boot
+// without parsing the reason.
+type Check string
+
+const (
+	// CheckFetch: no answer from the agent (network error, timeout, an
+	// error status).
+	CheckFetch Check = "fetch"
+	// CheckResponse: the agent answered with something that is not an
+	// attestation (wrong content type, oversized, undecodable).
+	CheckResponse Check = "response"
+	// CheckAK: the attestation key is neither pinned nor certified by a
+	// trusted CA, or its certificate is invalid.
+	CheckAK Check = "ak"
+	// CheckQuote: no quote of the policy's bank, or one whose signature or
+	// PCR digest does not verify.
+	CheckQuote Check = "quote"
+	// CheckNonce: a genuine quote over another nonce: a replayed
+	// attestation.
+	CheckNonce Check = "nonce"
+	// CheckEventLog: the event log is malformed or does not replay against
+	// the quoted PCRs.
+	CheckEventLog Check = "eventlog"
+	// CheckPCRs: an enforced PCR differs from the reference measurements.
+	CheckPCRs Check = "pcrs"
+)
+
+// Defaults for Options.
+const (
+	DefaultTimeout     = 10 * time.Second
+	DefaultConcurrency = 16
+)
+
+// nonceSize is the size of the fresh nonce sent to each node: 256 bits, well
+// above agentapi.MinNonce.
+const nonceSize = 32
+
+// maxIntermediates bounds the certificates a node may send between its AK
+// certificate and a trusted root: chains are one or two deep in practice,
+// and each one costs a signature check.
+const maxIntermediates = 8
+
+// Policy is what a node must prove to be trusted. Nothing is trusted unless
+// the policy says what trusted means: the reference measurements, and how
+// attestation keys are trusted (pinned, or certified by a CA).
 type Policy struct {
+	// Measurements are the reference values. Their Hash selects the one
+	// PCR bank whose quote is verified: a node cannot pass by offering
+	// another bank.
 	Measurements *metadata.Measurements
-	// TrustedAKs are the attestation keys whose quotes are believed.
+	// ClusterID, when set, also enforces PCR 15 to hold the cluster ID's
+	// value, metadata.ClusterIDPCR(bank, ClusterID): the node was bound to
+	// this cluster.
+	ClusterID string
+	// TrustedAKs are pinned attestation keys.
 	TrustedAKs []crypto.PublicKey
-	// Timeout bounds the whole exchange with one node; 0 means 10s.
+	// AKRoots are CA certificates: a node whose AK certificate chains to
+	// one of them (through intermediates the node sends) is trusted, as
+	// cloud providers certify their vTPMs' keys.
+	AKRoots []*x509.Certificate
+	// ReferenceEventLog is an optional TCG event log of a node that booted
+	// the reference image. The reference measurements hold only the final
+	// value of each PCR; with a reference log, a node whose PCR differs is
+	// told which boot event differs. It is checked against Measurements
+	// first: it must replay to their values.
+	ReferenceEventLog []byte
+}
+
+// Options say how nodes are asked, not what they must prove.
+type Options struct {
+	// Timeout bounds the whole exchange with one node, counted from when
+	// its turn comes; 0 means DefaultTimeout.
 	Timeout time.Duration
-	// Concurrency bounds how many nodes are asked at once; 0 means 16.
+	// Concurrency bounds how many nodes are asked at once; 0 means
+	// DefaultConcurrency.
 	Concurrency int
-	// HTTPClient talks to the agents; nil means a default client.
+	// HTTPClient talks to the agents; nil means a client without a
+	// timeout of its own (Timeout applies).
 	HTTPClient *http.Client
+	// Now is the time at which AK certificates must be valid; nil means
+	// time.Now.
+	Now func() time.Time
 }
 
 // NodeResult is the verdict on one node, with every PCR compared.
 type NodeResult struct {
-	Node   string               `json:"node"`
-	Status Status               `json:"status"`
-	Reason string               `json:"reason,omitempty"`
-	AK     string               `json:"ak,omitempty"`
-	PCRs   []metadata.PCRResult `json:"pcrs,omitempty"`
+	Node   string `json:"node"`
+	Status Status `json:"status"`
+	// Failed names the check that refused the node or found it
+	// unreachable; empty for a trusted node.
+	Failed Check `json:"failed,omitempty"`
+	// Reason explains the status in a sentence.
+	Reason string `json:"reason,omitempty"`
+	// AK is the fingerprint of the node's attestation key.
+	AK string `json:"ak,omitempty"`
+	// AKTrust says why the key was trusted: pinned, or the CA that
+	// certified it.
+	AKTrust string `json:"akTrust,omitempty"`
+	// PCRs are the reference PCRs compared with the quoted ones.
+	PCRs []metadata.PCRResult `json:"pcrs,omitempty"`
+	// EventLog is the outcome of replaying the node's event log; nil when
+	// the node sent none or it was not reached.
+	EventLog *EventLogResult `json:"eventLog,omitempty"`
+}
+
+// String is the result in one line, naming the node.
+func (r NodeResult) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "node %s: %s", r.Node, r.Status)
+	if r.Failed != "" {
+		fmt.Fprintf(&b, " (%s)", r.Failed)
+	}
+	if r.Reason != "" {
+		fmt.Fprintf(&b, ": %s", r.Reason)
+	}
+	return b.String()
 }
 
 // Report is the result of verifying a set of nodes.
 type Report struct {
-	Image    string       `json:"image"`
-	Platform string       `json:"platform"`
-	Hash     string       `json:"hash"`
-	Nodes    []NodeResult `json:"nodes"`
+	Image     string       `json:"image"`
+	Platform  string       `json:"platform"`
+	Hash      string       `json:"hash"`
+	ClusterID string       `json:"clusterID,omitempty"`
+	Nodes     []NodeResult `json:"nodes"`
 }
 
 // AllTrusted tells whether every node is trusted (warnings allowed).
 func (r *Report) AllTrusted() bool {
-	for _, n := range r.Nodes {
-		if n.Status != Trusted && n.Status != TrustedWithWarnings {
-			return false
+	return len(r.Nodes) > 0 && r.Count(Trusted)+r.Count(TrustedWithWarnings) == len(r.Nodes)
+}
+
+// Count returns how many nodes have status s.
+func (r *Report) Count(s Status) int {
+	n := 0
+	for _, nr := range r.Nodes {
+		if nr.Status == s {
+			n++
 		}
 	}
-	return len(r.Nodes) > 0
+	return n
 }
 
 var bankAlgs = map[string]tpmpb.HashAlgo{
-	"sha256": tpmpb.HashAlgo_SHA256,
-	"sha384": tpmpb.HashAlgo_SHA384,
+	metadata.HashSHA256: tpmpb.HashAlgo_SHA256,
+	metadata.HashSHA384: tpmpb.HashAlgo_SHA384,
 }
 
-// Verify asks every node for an attestation over a fresh nonce and checks
-// it against the policy. Nodes are asked concurrently; one that is slow
-// or down is reported as such without delaying the others beyond its own
-// timeout. The error is non-nil only for an unusable policy.
-func Verify(ctx context.Context, nodes []string, p Policy) (*Report, error) {
+// Verifier checks nodes against one policy. The policy is checked and
+// prepared once, so that each attestation costs only its own checks. A
+// Verifier is safe for concurrent use.
+type Verifier struct {
+	m         *metadata.Measurements // with the cluster ID bound
+	clusterID string
+	bank      tpmpb.HashAlgo
+	hash      crypto.Hash
+	pinned    [][]byte // PKIX encodings, compared with the AK's
+	roots     *x509.CertPool
+	// reference holds, per PCR, the events that a node of the reference
+	// image measures, when they are known: from the reference event log,
+	// and the cluster ID's event for PCR 15.
+	reference map[uint32][]BootEvent
+	opts      Options
+}
+
+// NewVerifier checks the policy and returns a Verifier for it. An error
+// means the policy cannot be used as given: no measurements, no way to
+// trust an attestation key, a reference log that contradicts the
+// measurements.
+func NewVerifier(p Policy, o Options) (*Verifier, error) {
 	if p.Measurements == nil {
 		return nil, errors.New("no reference measurements: run 'mtuf client update --image V --platform P' first")
 	}
 	if err := p.Measurements.Validate(); err != nil {
 		return nil, fmt.Errorf("reference measurements: %w", err)
 	}
-	if _, ok := bankAlgs[p.Measurements.Hash]; !ok {
+	bank, ok := bankAlgs[p.Measurements.Hash]
+	if !ok {
 		return nil, fmt.Errorf("reference measurements use bank %q, which cannot be verified", p.Measurements.Hash)
 	}
-	if len(p.TrustedAKs) == 0 {
-		return nil, errors.New("no trusted attestation keys: give --trusted-ak FILE")
+	hash, err := metadata.HashAlgorithm(p.Measurements.Hash)
+	if err != nil {
+		return nil, fmt.Errorf("reference measurements: %w", err)
 	}
+	if len(p.TrustedAKs) == 0 && len(p.AKRoots) == 0 {
+		return nil, errors.New("no way to trust attestation keys: pin keys (--trusted-ak FILE) or trust a CA that certifies them (--ak-ca CA.pem)")
+	}
+	v := &Verifier{m: p.Measurements, clusterID: p.ClusterID, bank: bank, hash: hash, opts: o}
+	for i, k := range p.TrustedAKs {
+		der, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("trusted attestation key %d: %w", i+1, err)
+		}
+		v.pinned = append(v.pinned, der)
+	}
+	if len(p.AKRoots) > 0 {
+		v.roots = x509.NewCertPool()
+		for i, c := range p.AKRoots {
+			if err := checkAKRoot(c, v.now()); err != nil {
+				return nil, fmt.Errorf("AK CA certificate %d: %w", i+1, err)
+			}
+			v.roots.AddCert(c)
+		}
+	}
+	if p.ClusterID != "" {
+		if v.m, err = p.Measurements.BindClusterID(p.ClusterID); err != nil {
+			return nil, err
+		}
+	}
+	if v.reference, err = referenceEvents(p.ReferenceEventLog, p.Measurements, hash); err != nil {
+		return nil, err
+	}
+	if p.ClusterID != "" {
+		digest, err := metadata.ClusterIDDigest(p.Measurements.Hash, p.ClusterID)
+		if err != nil {
+			return nil, err
+		}
+		v.reference[metadata.ClusterIDPCRIndex] = []BootEvent{{
+			PCR: metadata.ClusterIDPCRIndex, Type: "cluster ID", Digest: hex.EncodeToString(digest), Data: printable([]byte(p.ClusterID)),
+		}}
+	}
+	if v.opts.Timeout <= 0 {
+		v.opts.Timeout = DefaultTimeout
+	}
+	if v.opts.Concurrency <= 0 {
+		v.opts.Concurrency = DefaultConcurrency
+	}
+	if v.opts.HTTPClient == nil {
+		v.opts.HTTPClient = &http.Client{}
+	}
+	return v, nil
+}
+
+func (v *Verifier) now() time.Time {
+	if v.opts.Now != nil {
+		return v.opts.Now()
+	}
+	return time.Now()
+}
+
+// Verify asks every node for an attestation over a fresh nonce and checks it
+// against the policy. It is NewVerifier followed by Verifier.Verify.
+func Verify(ctx context.Context, nodes []string, p Policy, o Options) (*Report, error) {
+	v, err := NewVerifier(p, o)
+	if err != nil {
+		return nil, err
+	}
+	return v.Verify(ctx, nodes)
+}
+
+// Verify asks every node (HOST:PORT of its mtuf-agent, or an http:// URL)
+// for an attestation over a fresh nonce and checks it. Nodes are asked
+// concurrently, at most Options.Concurrency at once, each within its own
+// Options.Timeout, so a slow or dead node delays no other beyond that. The
+// report lists the nodes in the order given. The error is non-nil only when
+// there is no node to verify.
+func (v *Verifier) Verify(ctx context.Context, nodes []string) (*Report, error) {
 	if len(nodes) == 0 {
-		return nil, errors.New("no nodes to verify: give --node HOST:PORT")
+		return nil, errors.New("no nodes to verify: give --node HOST:PORT or --nodes-file FILE")
 	}
-	if p.Timeout <= 0 {
-		p.Timeout = 10 * time.Second
+	rep := &Report{
+		Image: v.m.Image, Platform: v.m.Platform, Hash: v.m.Hash, ClusterID: v.clusterID,
+		Nodes: make([]NodeResult, len(nodes)),
 	}
-	if p.Concurrency <= 0 {
-		p.Concurrency = 16
-	}
-	if p.HTTPClient == nil {
-		p.HTTPClient = &http.Client{}
-	}
-	rep := &Report{Image: p.Measurements.Image, Platform: p.Measurements.Platform, Hash: p.Measurements.Hash, Nodes: make([]NodeResult, len(nodes))}
-	sem := make(chan struct{}, p.Concurrency)
+	work := make(chan int)
 	var wg sync.WaitGroup
-	for i, node := range nodes {
+	for range min(v.opts.Concurrency, len(nodes)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			nctx, cancel := context.WithTimeout(ctx, p.Timeout)
-			defer cancel()
-			rep.Nodes[i] = verifyNode(nctx, node, &p)
+			for i := range work {
+				rep.Nodes[i] = v.VerifyNode(ctx, nodes[i])
+			}
 		}()
 	}
+	for i := range nodes {
+		work <- i
+	}
+	close(work)
 	wg.Wait()
 	return rep, nil
 }
 
-func verifyNode(ctx context.Context, node string, p *Policy) NodeResult {
-	res := NodeResult{Node: node}
-	nonce := make([]byte, 32)
+// VerifyNode asks one node for an attestation over a fresh nonce, within
+// Options.Timeout, and checks it.
+func (v *Verifier) VerifyNode(ctx context.Context, node string) NodeResult {
+	nonce := make([]byte, nonceSize)
 	if _, err := rand.Read(nonce); err != nil {
-		res.Status, res.Reason = Unreachable, fmt.Sprintf("no randomness for a nonce: %v", err)
+		return NodeResult{Node: node, Status: Unreachable, Failed: CheckFetch, Reason: fmt.Sprintf("no randomness for a nonce: %v", err)}
+	}
+	nctx, cancel := context.WithTimeout(ctx, v.opts.Timeout)
+	defer cancel()
+	base := node
+	if !strings.Contains(node, "://") {
+		base = "http://" + node
+	}
+	att, err := agentapi.Fetch(nctx, v.opts.HTTPClient, base, nonce)
+	if err != nil {
+		return v.fetchFailure(ctx, nctx, node, base, err)
+	}
+	return v.VerifyAttestation(node, att, nonce)
+}
+
+// fetchFailure turns an error of agentapi.Fetch into a result: an answer
+// that is not an attestation is held against the node; no answer makes it
+// unreachable.
+func (v *Verifier) fetchFailure(ctx, nctx context.Context, node, base string, err error) NodeResult {
+	res := NodeResult{Node: node, Status: Unreachable, Failed: CheckFetch}
+	msg := strings.TrimPrefix(err.Error(), "agent "+base+": ")
+	var se *agentapi.StatusError
+	var ue *url.Error
+	switch {
+	case errors.Is(err, agentapi.ErrBadResponse):
+		res.Status, res.Failed = Refused, CheckResponse
+		res.Reason = "malformed response: " + msg
+	case ctx.Err() != nil:
+		res.Reason = fmt.Sprintf("verification cancelled before the node answered (%v)", context.Cause(ctx))
+	case errors.Is(nctx.Err(), context.DeadlineExceeded):
+		res.Reason = fmt.Sprintf("no answer within %v (timeout)", v.opts.Timeout)
+	case errors.As(err, &se):
+		res.Reason = fmt.Sprintf("the agent answered %s: %s", se.Status, se.Message)
+	case errors.As(err, &ue):
+		res.Reason = ue.Err.Error()
+	default:
+		res.Reason = msg
+	}
+	return res
+}
+
+// VerifyAttestation checks an attestation that node gave for nonce, without
+// asking the node anything: for integrators that carry attestations
+// themselves, and for replaying recorded ones. The nonce must be one the
+// verifier chose, fresh, for this node.
+func (v *Verifier) VerifyAttestation(node string, att *attest.Attestation, nonce []byte) (result NodeResult) {
+	// The attestation is hostile input for the parsers of go-tpm and
+	// go-eventlog: a bug of theirs must cost this node, not the report on
+	// the whole cluster.
+	defer func() {
+		if p := recover(); p != nil {
+			result = NodeResult{Node: node, Status: Refused, Failed: CheckResponse, Reason: fmt.Sprintf("the attestation could not be parsed: %v", p)}
+		}
+	}()
+	res := NodeResult{Node: node}
+	refuse := func(c Check, format string, args ...any) NodeResult {
+		res.Status, res.Failed, res.Reason = Refused, c, fmt.Sprintf(format, args...)
 		return res
 	}
-	att, err := agentapi.Fetch(ctx, p.HTTPClient, "http://"+node, nonce)
+	if att == nil {
+		return refuse(CheckResponse, "no attestation")
+	}
+
+	// 1. The attestation key: pinned, or certified by a trusted CA.
+	ak, trust, fp, err := v.trustAK(att)
+	res.AK = fp
 	if err != nil {
-		res.Status, res.Reason = Unreachable, err.Error()
-		return res
+		return refuse(CheckAK, "%v", err)
 	}
-	refuse := func(format string, args ...any) NodeResult {
-		res.Status, res.Reason = Refused, fmt.Sprintf(format, args...)
-		return res
-	}
-	akPub, err := tpm2.DecodePublic(att.GetAkPub())
-	if err != nil {
-		return refuse("attestation key: %v", err)
-	}
-	ak, err := akPub.Key()
-	if err != nil {
-		return refuse("attestation key: %v", err)
-	}
-	res.AK = fingerprint(ak)
-	if !trusted(ak, p.TrustedAKs) {
-		return refuse("attestation key %s is not trusted (not among the --trusted-ak keys)", res.AK)
-	}
-	want := bankAlgs[p.Measurements.Hash]
+	res.AKTrust = trust
+
+	// 2. The quote of the policy's bank, and only that bank's: signed by
+	// the key, over this nonce, with the PCR values it carries.
 	var q *tpmpb.Quote
 	for _, cand := range att.GetQuotes() {
-		if cand.GetPcrs().GetHash() == want {
+		if cand.GetPcrs().GetHash() == v.bank {
 			q = cand
 			break
 		}
 	}
 	if q == nil {
-		return refuse("no quote over the %s bank", p.Measurements.Hash)
+		return refuse(CheckQuote, "no quote over the %s bank", v.m.Hash)
 	}
-	// Only the configured bank's quote counts: a node must not be able to
-	// pass by offering a different bank that happens to verify.
 	if err := quote.Verify(q, ak, nonce); err != nil {
-		return refuse("%s quote does not verify: %v", p.Measurements.Hash, err)
+		if overOtherNonce(q, ak, nonce) {
+			return refuse(CheckNonce, "the %s quote is genuine but over another nonce than this request's: a replayed attestation", v.m.Hash)
+		}
+		return refuse(CheckQuote, "%s quote does not verify: %v", v.m.Hash, err)
 	}
-	res.PCRs = p.Measurements.Compare(q.GetPcrs().GetPcrs())
-	var bad, warn []string
+	pcrs := q.GetPcrs().GetPcrs()
+
+	// 3. The event log, when there is one, must replay to the quoted PCRs:
+	// only then may it explain them.
+	var log *replayedLog
+	if raw := att.GetEventLog(); len(raw) > 0 {
+		var notReplayed []uint32
+		log, notReplayed, err = replay(raw, v.hash, pcrs)
+		switch {
+		case err != nil:
+			return refuse(CheckEventLog, "event log is malformed: %v", err)
+		case len(notReplayed) > 0:
+			res.EventLog = &EventLogResult{Replayed: false, NotReplayed: notReplayed}
+			return refuse(CheckEventLog, "event log does not replay against the quoted %s PCRs: PCR %s (the log was altered, or is not the log of this boot)", v.m.Hash, joinIndices(notReplayed))
+		}
+		res.EventLog = &EventLogResult{Replayed: true, Events: len(log.events)}
+	}
+
+	// 4. Every reference PCR.
+	res.PCRs = v.m.Compare(pcrs)
+	var bad, warn []uint32
 	for _, r := range res.PCRs {
-		if r.Match {
-			continue
-		}
-		if r.WarnOnly {
-			warn = append(warn, fmt.Sprint(r.Index))
-		} else {
-			bad = append(bad, fmt.Sprint(r.Index))
+		switch {
+		case r.Match:
+		case r.WarnOnly:
+			warn = append(warn, r.Index)
+		default:
+			bad = append(bad, r.Index)
 		}
 	}
-	switch {
-	case len(bad) > 0:
-		return refuse("PCR %s differ from the reference measurements", joinComma(bad))
-	case len(warn) > 0:
-		res.Status, res.Reason = TrustedWithWarnings, fmt.Sprintf("warn-only PCR %s differ", joinComma(warn))
-	default:
-		res.Status = Trusted
+	if len(bad) > 0 {
+		reason := fmt.Sprintf("PCR %s differ from the reference measurements", joinIndices(bad))
+		if v.clusterID != "" && contains(bad, metadata.ClusterIDPCRIndex) {
+			reason += fmt.Sprintf(" (PCR %d is not bound to cluster ID %q)", metadata.ClusterIDPCRIndex, v.clusterID)
+		}
+		if log != nil {
+			res.EventLog.Differences = v.explain(log, res.PCRs, bad)
+			for _, d := range res.EventLog.Differences {
+				if d.Node != nil || d.Reference != nil {
+					reason += "; first differing boot event: " + d.summary()
+					break
+				}
+			}
+		}
+		return refuse(CheckPCRs, "%s", reason)
 	}
+	if len(warn) > 0 {
+		res.Status, res.Reason = TrustedWithWarnings, fmt.Sprintf("warn-only PCR %s differ", joinIndices(warn))
+		return res
+	}
+	res.Status = Trusted
 	return res
 }
 
-func trusted(ak crypto.PublicKey, list []crypto.PublicKey) bool {
-	for _, k := range list {
-		if keys.Equal(ak, k) {
+// overOtherNonce tells whether a quote that failed verification is a
+// genuine quote over another nonce: it verifies with the nonce it carries.
+// That is a replay, as opposed to a forged or damaged quote.
+func overOtherNonce(q *tpmpb.Quote, ak crypto.PublicKey, nonce []byte) bool {
+	ad, err := tpm2.DecodeAttestationData(q.GetQuote())
+	if err != nil || bytes.Equal(ad.ExtraData, nonce) {
+		return false
+	}
+	return quote.Verify(q, ak, ad.ExtraData) == nil
+}
+
+func contains(s []uint32, x uint32) bool {
+	for _, v := range s {
+		if v == x {
 			return true
 		}
 	}
 	return false
 }
 
-// fingerprint is a short, stable name for a public key: the first bytes of
-// the SHA-256 of its PKIX encoding.
-func fingerprint(k crypto.PublicKey) string {
-	der, err := x509.MarshalPKIXPublicKey(k)
-	if err != nil {
-		return "unknown"
-	}
-	h := crypto.SHA256.New()
-	h.Write(der)
-	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:16]
-}
-
-func joinComma(s []string) string {
-	var b bytes.Buffer
+func joinIndices(s []uint32) string {
+	parts := make([]string, len(s))
 	for i, v := range s {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(v)
+		parts[i] = fmt.Sprint(v)
 	}
-	return b.String()
+	return strings.Join(parts, ", ")
 }

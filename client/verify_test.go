@@ -7,16 +7,26 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/google/go-eventlog/tcg"
 	"github.com/google/go-tpm-tools/proto/attest"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
+	"github.com/google/go-tpm-tools/quote"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mtuf/mtuf/client"
@@ -25,65 +35,129 @@ import (
 	"github.com/mtuf/mtuf/metadata"
 )
 
-// simNode is one node: an mtuf-agent over the TPM simulator, booted from
-// the release image's boot chain. The simulator is one per process, so
-// tests share it through simNode and never run in parallel.
+const (
+	bootV1       = "../testdata/boot/image-v1.0.0.yaml"
+	bootModified = "../testdata/boot/image-v1.0.0-modified-kernel.yaml"
+)
+
+// simNode is one node: an mtuf-agent over the TPM simulator, booted from a
+// described boot chain. The simulator is one per process, so tests hold one
+// simNode at a time and never run in parallel.
 type simNode struct {
 	srv   *httptest.Server
+	agent *agent.Server
 	ak    crypto.PublicKey
-	pcrs  map[uint32][]byte
+	pcrs  map[uint32][]byte // sha256 bank
+	log   []byte
 	close func()
 }
 
-func startSimNode(t *testing.T) *simNode {
+type nodeSpec struct {
+	chain string          // boot chain file
+	extra []tpm.BootEvent // measured after the chain
+	ca    *agent.CA       // certifies the AK
+	noLog bool            // serve no event log
+}
+
+func loadChain(t *testing.T, path string) *tpm.BootChain {
+	t.Helper()
+	chain, err := tpm.LoadBootChain(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return chain
+}
+
+func startNode(t *testing.T, spec nodeSpec) *simNode {
 	t.Helper()
 	rw, err := tpm.Open("sim")
 	if err != nil {
 		t.Fatal(err)
 	}
-	chain, err := tpm.LoadBootChain("../testdata/boot/image-v1.0.0.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
+	chain := loadChain(t, spec.chain)
+	chain.Events = append(chain.Events, spec.extra...)
 	log, err := tpm.Boot(rw, chain)
 	if err != nil {
+		rw.Close()
 		t.Fatal(err)
 	}
 	pcrs, err := tpm.ReadPCRs(rw, crypto.SHA256)
 	if err != nil {
+		rw.Close()
 		t.Fatal(err)
 	}
-	a, err := agent.New(agent.Config{TPM: rw, EventLog: log})
+	if spec.noLog {
+		log = nil
+	}
+	a, err := agent.New(agent.Config{TPM: rw, EventLog: log, AKCA: spec.ca})
 	if err != nil {
+		rw.Close()
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(a)
-	n := &simNode{srv: srv, ak: a.AKPublic(), pcrs: pcrs}
-	n.close = func() { srv.Close(); a.Close(); rw.Close() }
+	n := &simNode{srv: srv, agent: a, ak: a.AKPublic(), pcrs: pcrs, log: log}
+	var once sync.Once
+	n.close = func() { once.Do(func() { srv.Close(); a.Close(); rw.Close() }) }
 	t.Cleanup(n.close)
 	return n
 }
+
+func startSimNode(t *testing.T) *simNode { return startNode(t, nodeSpec{chain: bootV1}) }
 
 func (n *simNode) addr() string { return strings.TrimPrefix(n.srv.URL, "http://") }
 
 // reference builds measurements from the node's own PCRs: 4, 8 and 9
 // enforced, 14 warn-only.
 func (n *simNode) reference() *metadata.Measurements {
+	return referenceOf(n.pcrs)
+}
+
+func referenceOf(pcrs map[uint32][]byte) *metadata.Measurements {
 	m := &metadata.Measurements{Image: "v1.0.0", Platform: "qemu-vtpm", Hash: "sha256", PCRs: map[uint32]metadata.PCR{}}
 	for _, i := range []uint32{4, 8, 9} {
-		m.PCRs[i] = metadata.PCR{Expected: n.pcrs[i]}
+		m.PCRs[i] = metadata.PCR{Expected: pcrs[i]}
 	}
-	m.PCRs[14] = metadata.PCR{Expected: n.pcrs[14], WarnOnly: true}
+	m.PCRs[14] = metadata.PCR{Expected: pcrs[14], WarnOnly: true}
 	return m
 }
 
-func verifyOne(t *testing.T, node string, p client.Policy) client.NodeResult {
+// referenceBoot boots the release image on the simulator and returns its
+// PCRs and event log, as CI would record them; the simulator is free again
+// afterwards.
+func referenceBoot(t *testing.T) (map[uint32][]byte, []byte) {
 	t.Helper()
-	rep, err := client.Verify(context.Background(), []string{node}, p)
+	n := startNode(t, nodeSpec{chain: bootV1})
+	defer n.close()
+	return n.pcrs, n.log
+}
+
+func verifyOne(t *testing.T, node string, p client.Policy, o client.Options) client.NodeResult {
+	t.Helper()
+	rep, err := client.Verify(context.Background(), []string{node}, p, o)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if len(rep.Nodes) != 1 || rep.Nodes[0].Node != node {
+		t.Fatalf("report %+v is not about node %s", rep.Nodes, node)
+	}
 	return rep.Nodes[0]
+}
+
+// expectRefused checks the status, the failed check, and that the reason
+// says want.
+func expectRefused(t *testing.T, r client.NodeResult, check client.Check, want ...string) {
+	t.Helper()
+	if r.Status != client.Refused || r.Failed != check {
+		t.Fatalf("%s, want refused (%s)", r, check)
+	}
+	for _, w := range want {
+		if !strings.Contains(r.Reason, w) {
+			t.Errorf("reason %q does not say %q", r.Reason, w)
+		}
+	}
+	if s := r.String(); !strings.Contains(s, r.Node) || !strings.Contains(s, r.Reason) {
+		t.Errorf("String() = %q does not name the node and the reason", s)
+	}
 }
 
 // proxy sits between the verifier and a node and lets a test play the
@@ -111,28 +185,41 @@ func proxy(t *testing.T, target string, rewrite func(req []byte, att *attest.Att
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
+func quoteOf(att *attest.Attestation, h tpmpb.HashAlgo) *tpmpb.Quote {
+	for _, q := range att.GetQuotes() {
+		if q.GetPcrs().GetHash() == h {
+			return q
+		}
+	}
+	return nil
+}
+
 func TestVerify(t *testing.T) {
 	n := startSimNode(t)
 	ref := n.reference()
-	trustedAK := []crypto.PublicKey{n.ak}
+	pinned := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
 
 	t.Run("trusted", func(t *testing.T) {
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: trustedAK})
-		if r.Status != client.Trusted {
-			t.Fatalf("status %s: %s", r.Status, r.Reason)
+		r := verifyOne(t, n.addr(), pinned, client.Options{})
+		if r.Status != client.Trusted || r.Failed != "" {
+			t.Fatalf("%s", r)
 		}
 		if len(r.PCRs) != 4 {
 			t.Errorf("%d PCRs compared, want 4", len(r.PCRs))
+		}
+		if r.AKTrust != "pinned" || !strings.HasPrefix(r.AK, "sha256:") {
+			t.Errorf("AK %q trusted as %q", r.AK, r.AKTrust)
+		}
+		if r.EventLog == nil || !r.EventLog.Replayed || r.EventLog.Events != len(loadChain(t, bootV1).Events) {
+			t.Errorf("event log result %+v, want all %d events replayed", r.EventLog, len(loadChain(t, bootV1).Events))
 		}
 	})
 
 	t.Run("enforced PCR differs", func(t *testing.T) {
 		m := ref.Clone()
 		m.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32)}
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: m, TrustedAKs: trustedAK})
-		if r.Status != client.Refused || !strings.Contains(r.Reason, "PCR 4 differ") {
-			t.Fatalf("%s: %s", r.Status, r.Reason)
-		}
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, client.Options{})
+		expectRefused(t, r, client.CheckPCRs, "PCR 4 differ")
 		for _, p := range r.PCRs {
 			if p.Index == 4 && (p.Match || !bytes.Equal(p.Actual, n.pcrs[4])) {
 				t.Errorf("PCR 4 result %+v", p)
@@ -143,18 +230,19 @@ func TestVerify(t *testing.T) {
 	t.Run("warn-only PCR differs", func(t *testing.T) {
 		m := ref.Clone()
 		m.PCRs[14] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32), WarnOnly: true}
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: m, TrustedAKs: trustedAK})
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, client.Options{})
 		if r.Status != client.TrustedWithWarnings || !strings.Contains(r.Reason, "14") {
-			t.Fatalf("%s: %s", r.Status, r.Reason)
+			t.Fatalf("%s", r)
 		}
 	})
 
-	t.Run("unknown attestation key", func(t *testing.T) {
+	t.Run("AK neither pinned nor certified", func(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}})
-		if r.Status != client.Refused || !strings.Contains(r.Reason, "not trusted") {
-			t.Fatalf("%s: %s", r.Status, r.Reason)
-		}
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}}, client.Options{})
+		expectRefused(t, r, client.CheckAK, "attestation key sha256:", "not trusted", "no AK certificate")
+		ca := newTestCA(t, "some CA", nil, time.Hour)
+		r = verifyOne(t, n.addr(), client.Policy{Measurements: ref, AKRoots: []*x509.Certificate{ca.Cert}}, client.Options{})
+		expectRefused(t, r, client.CheckAK, "neither pinned", "nor certified")
 	})
 
 	t.Run("replayed attestation", func(t *testing.T) {
@@ -168,32 +256,37 @@ func TestVerify(t *testing.T) {
 			}
 			return first
 		})
-		if r := verifyOne(t, addr, client.Policy{Measurements: ref, TrustedAKs: trustedAK}); r.Status != client.Trusted {
-			t.Fatalf("first exchange: %s: %s", r.Status, r.Reason)
+		if r := verifyOne(t, addr, pinned, client.Options{}); r.Status != client.Trusted {
+			t.Fatalf("first exchange: %s", r)
 		}
-		r := verifyOne(t, addr, client.Policy{Measurements: ref, TrustedAKs: trustedAK})
-		if r.Status != client.Refused || !strings.Contains(r.Reason, "extraData") {
-			t.Fatalf("replay: %s: %s", r.Status, r.Reason)
-		}
+		r := verifyOne(t, addr, pinned, client.Options{})
+		expectRefused(t, r, client.CheckNonce, "another nonce", "replayed")
 	})
 
-	t.Run("sha256 quote altered", func(t *testing.T) {
+	t.Run("sha256 quote altered while sha384 valid", func(t *testing.T) {
 		// The attacker rewrites the sha256 quote's PCR 4 to the reference
-		// of a different image; other banks' quotes stay valid, and must
-		// not be used instead.
+		// of a different image; the sha384 quote stays valid, and must not
+		// be used instead.
 		m := ref.Clone()
 		m.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{7}, 32)}
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
-			for _, q := range att.GetQuotes() {
-				if q.GetPcrs().GetHash() == tpmpb.HashAlgo_SHA256 {
-					q.Pcrs.Pcrs[4] = bytes.Repeat([]byte{7}, 32)
-				}
-			}
+		var mu sync.Mutex
+		var sent *attest.Attestation
+		var nonce []byte
+		addr := proxy(t, n.srv.URL, func(req []byte, att *attest.Attestation) *attest.Attestation {
+			mu.Lock()
+			defer mu.Unlock()
+			var body struct{ Nonce []byte }
+			json.Unmarshal(req, &body)
+			quoteOf(att, tpmpb.HashAlgo_SHA256).Pcrs.Pcrs[4] = bytes.Repeat([]byte{7}, 32)
+			sent, nonce = att, body.Nonce
 			return att
 		})
-		r := verifyOne(t, addr, client.Policy{Measurements: m, TrustedAKs: trustedAK})
-		if r.Status != client.Refused || !strings.Contains(r.Reason, "sha256 quote does not verify") {
-			t.Fatalf("%s: %s", r.Status, r.Reason)
+		r := verifyOne(t, addr, client.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, client.Options{})
+		expectRefused(t, r, client.CheckQuote, "sha256 quote does not verify")
+		mu.Lock()
+		defer mu.Unlock()
+		if err := quote.Verify(quoteOf(sent, tpmpb.HashAlgo_SHA384), n.ak, nonce); err != nil {
+			t.Fatalf("the sha384 quote the attacker left alone does not verify, so the test proves nothing: %v", err)
 		}
 	})
 
@@ -208,17 +301,323 @@ func TestVerify(t *testing.T) {
 			att.Quotes = keep
 			return att
 		})
-		r := verifyOne(t, addr, client.Policy{Measurements: ref, TrustedAKs: trustedAK})
-		if r.Status != client.Refused || !strings.Contains(r.Reason, "no quote over the sha256 bank") {
-			t.Fatalf("%s: %s", r.Status, r.Reason)
+		expectRefused(t, verifyOne(t, addr, pinned, client.Options{}), client.CheckQuote, "no quote over the sha256 bank")
+	})
+
+	t.Run("no attestation key", func(t *testing.T) {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+			att.AkPub = nil
+			return att
+		})
+		expectRefused(t, verifyOne(t, addr, pinned, client.Options{}), client.CheckAK, "no attestation key")
+	})
+}
+
+// testCA is a CA made for one test: a root when parent is nil.
+type testCA struct {
+	Cert *x509.Certificate
+	Key  crypto.Signer
+}
+
+func newTestCA(t testing.TB, name string, parent *testCA, validity time.Duration) *testCA {
+	t.Helper()
+	return newTestCert(t, name, parent, validity, true)
+}
+
+func newTestCert(t testing.TB, name string, parent *testCA, validity time.Duration, isCA bool) *testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: name},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(validity),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  isCA,
+	}
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &testCA{Cert: cert, Key: key}
+}
+
+func (ca *testCA) agentCA(validity time.Duration) *agent.CA {
+	return &agent.CA{Cert: ca.Cert, Key: ca.Key, Validity: validity}
+}
+
+func TestVerifyAKCertificate(t *testing.T) {
+	root := newTestCA(t, "test AK root", nil, 48*time.Hour)
+	otherRoot := newTestCA(t, "other AK root", nil, 48*time.Hour)
+	n := startNode(t, nodeSpec{chain: bootV1, ca: root.agentCA(time.Hour)})
+	ref := n.reference()
+	byCA := client.Policy{Measurements: ref, AKRoots: []*x509.Certificate{root.Cert}}
+
+	t.Run("certified by the trusted CA", func(t *testing.T) {
+		r := verifyOne(t, n.addr(), byCA, client.Options{})
+		if r.Status != client.Trusted {
+			t.Fatalf("%s", r)
+		}
+		if !strings.Contains(r.AKTrust, "certified by CN=test AK root") {
+			t.Errorf("AK trusted as %q", r.AKTrust)
 		}
 	})
+
+	t.Run("another CA", func(t *testing.T) {
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, AKRoots: []*x509.Certificate{otherRoot.Cert}}, client.Options{})
+		expectRefused(t, r, client.CheckAK, "issued by CN=test AK root", "does not chain to a trusted CA")
+	})
+
+	t.Run("expired", func(t *testing.T) {
+		later := func() time.Time { return time.Now().Add(2 * time.Hour) }
+		r := verifyOne(t, n.addr(), byCA, client.Options{Now: later})
+		expectRefused(t, r, client.CheckAK, "AK certificate", "expired on")
+	})
+
+	t.Run("certificate of another key", func(t *testing.T) {
+		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		cert, err := root.agentCA(time.Hour).Issue(other.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+			att.AkCert = cert.Raw
+			return att
+		})
+		expectRefused(t, verifyOne(t, addr, byCA, client.Options{}), client.CheckAK, "for another key")
+	})
+
+	t.Run("malformed certificate", func(t *testing.T) {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+			att.AkCert = []byte("not DER")
+			return att
+		})
+		expectRefused(t, verifyOne(t, addr, byCA, client.Options{}), client.CheckAK, "AK certificate is malformed")
+	})
+
+	t.Run("certificate but no trusted CA", func(t *testing.T) {
+		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}}, client.Options{})
+		expectRefused(t, r, client.CheckAK, "not pinned", "no CA is trusted")
+	})
+
+	t.Run("pinned wins without a CA", func(t *testing.T) {
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, client.Options{})
+		if r.Status != client.Trusted || r.AKTrust != "pinned" {
+			t.Fatalf("%s (%s)", r, r.AKTrust)
+		}
+	})
+	n.close()
+
+	t.Run("through an intermediate the node sends", func(t *testing.T) {
+		inter := newTestCA(t, "test AK intermediate", root, 24*time.Hour)
+		n := startNode(t, nodeSpec{chain: bootV1, ca: inter.agentCA(time.Hour)})
+		defer n.close()
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: n.reference(), AKRoots: []*x509.Certificate{root.Cert}}, client.Options{})
+		if r.Status != client.Trusted || !strings.Contains(r.AKTrust, "test AK intermediate") {
+			t.Fatalf("%s (%s)", r, r.AKTrust)
+		}
+		// Without the intermediate, the chain does not reach the root.
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+			att.IntermediateCerts = nil
+			return att
+		})
+		expectRefused(t, verifyOne(t, addr, client.Policy{Measurements: n.reference(), AKRoots: []*x509.Certificate{root.Cert}}, client.Options{}),
+			client.CheckAK, "does not chain to a trusted CA")
+	})
+}
+
+func TestVerifyEventLog(t *testing.T) {
+	refPCRs, refLog := referenceBoot(t)
+	ref := referenceOf(refPCRs)
+
+	t.Run("altered log does not replay", func(t *testing.T) {
+		n := startSimNode(t)
+		defer n.close()
+		pinned := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
+		// The attacker swaps the debug kernel's name for the release's in
+		// the log, data and digests alike: the log now tells another boot
+		// than the quoted PCRs.
+		for _, tc := range []struct {
+			name  string
+			edit  func([]byte) []byte
+			check client.Check
+			want  []string
+		}{
+			{"event replaced", func(log []byte) []byte {
+				return replaceEvent(t, log, "vmlinuz-6.6.30-mtuf", "vmlinuz-6.6.30-evil")
+			}, client.CheckEventLog, []string{"event log does not replay", "PCR 4"}},
+			{"garbage", func([]byte) []byte { return []byte("\x01\x02 not an event log") }, client.CheckEventLog, []string{"event log is malformed"}},
+			{"truncated", func(log []byte) []byte { return log[:len(log)-7] }, client.CheckEventLog, []string{"event log is malformed"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+					att.EventLog = tc.edit(att.EventLog)
+					return att
+				})
+				r := verifyOne(t, addr, pinned, client.Options{})
+				expectRefused(t, r, tc.check, tc.want...)
+			})
+		}
+	})
+
+	modified := startNode(t, nodeSpec{chain: bootModified})
+	pinned := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}}
+
+	t.Run("reference holds only PCR values", func(t *testing.T) {
+		r := verifyOne(t, modified.addr(), pinned, client.Options{})
+		expectRefused(t, r, client.CheckPCRs, "PCR 4 differ")
+		d := onlyDifference(t, r)
+		if d.PCR != 4 || d.Node != nil || !strings.Contains(d.Explanation, "--reference-log") {
+			t.Errorf("difference %+v: want PCR 4 without an event, pointing to --reference-log", d)
+		}
+	})
+
+	t.Run("reference event log names the event", func(t *testing.T) {
+		p := pinned
+		p.ReferenceEventLog = refLog
+		r := verifyOne(t, modified.addr(), p, client.Options{})
+		expectRefused(t, r, client.CheckPCRs, "PCR 4 differ", `"vmlinuz-6.6.30-mtuf-debug-unsigned"`, `reference has EV_EFI_BOOT_SERVICES_APPLICATION "vmlinuz-6.6.30-mtuf"`)
+		d := onlyDifference(t, r)
+		// PCR 4 of the release: boot option, separator, shim, bootloader,
+		// kernel: the kernel is its fifth event.
+		if d.PCR != 4 || d.Position != 5 || d.Node == nil || d.Reference == nil {
+			t.Fatalf("difference %+v", d)
+		}
+		if d.Node.Data != "vmlinuz-6.6.30-mtuf-debug-unsigned" || d.Reference.Data != "vmlinuz-6.6.30-mtuf" || d.Node.Type != "EV_EFI_BOOT_SERVICES_APPLICATION" {
+			t.Errorf("node event %+v, reference event %+v", d.Node, d.Reference)
+		}
+		if d.Node.Digest == d.Reference.Digest || len(d.Node.Digest) != 64 {
+			t.Errorf("digests %s and %s", d.Node.Digest, d.Reference.Digest)
+		}
+	})
+	modified.close()
+
+	t.Run("extra event named from PCR values alone", func(t *testing.T) {
+		n := startNode(t, nodeSpec{chain: bootV1, extra: []tpm.BootEvent{
+			{PCR: 8, Type: tcg.Ipl, Description: "extra command line", Data: []byte("init=/bin/sh")},
+		}})
+		defer n.close()
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, client.Options{})
+		expectRefused(t, r, client.CheckPCRs, "PCR 8 differ", `"init=/bin/sh"`)
+		d := onlyDifference(t, r)
+		if d.PCR != 8 || d.Position != 2 || d.Node == nil || d.Node.Data != "init=/bin/sh" || d.Reference != nil {
+			t.Errorf("difference %+v", d)
+		}
+	})
+
+	t.Run("reference log of another boot is refused", func(t *testing.T) {
+		other := ref.Clone()
+		other.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{3}, 32)}
+		_, err := client.NewVerifier(client.Policy{Measurements: other, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: refLog}, client.Options{})
+		if err == nil || !strings.Contains(err.Error(), "reference event log does not replay to the reference measurements") || !strings.Contains(err.Error(), "PCR 4") {
+			t.Fatalf("NewVerifier: %v", err)
+		}
+		_, err = client.NewVerifier(client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: []byte("junk")}, client.Options{})
+		if err == nil || !strings.Contains(err.Error(), "reference event log is not a TCG event log") {
+			t.Fatalf("NewVerifier with junk: %v", err)
+		}
+	})
+
+	t.Run("node without a log", func(t *testing.T) {
+		n := startNode(t, nodeSpec{chain: bootV1, noLog: true})
+		defer n.close()
+		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, client.Options{})
+		if r.Status != client.Trusted || r.EventLog != nil {
+			t.Fatalf("%s, event log %+v", r, r.EventLog)
+		}
+	})
+}
+
+func onlyDifference(t *testing.T, r client.NodeResult) client.EventDifference {
+	t.Helper()
+	if r.EventLog == nil || !r.EventLog.Replayed || len(r.EventLog.Differences) != 1 {
+		t.Fatalf("event log result %+v, want one difference", r.EventLog)
+	}
+	return r.EventLog.Differences[0]
+}
+
+// replaceEvent rewrites the data of the event holding old, and its digests,
+// so that the log is well formed but tells another boot.
+func replaceEvent(t *testing.T, log []byte, old, new string) []byte {
+	t.Helper()
+	if len(old) != len(new) {
+		t.Fatal("replaceEvent keeps the log's layout: same length only")
+	}
+	i := bytes.Index(log, []byte(old))
+	if i < 0 {
+		t.Fatalf("no event %q in the log", old)
+	}
+	out := bytes.Clone(log)
+	copy(out[i:], new)
+	// The digests precede the data; replace each one that is the digest
+	// of old by that of new.
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512} {
+		d := h.New()
+		d.Write([]byte(old))
+		od := d.Sum(nil)
+		d = h.New()
+		d.Write([]byte(new))
+		out = bytes.Replace(out, od, d.Sum(nil), 1)
+	}
+	return out
+}
+
+func TestVerifyClusterID(t *testing.T) {
+	const id = "prod-eu-1"
+	n := startNode(t, nodeSpec{chain: bootV1, extra: []tpm.BootEvent{
+		{PCR: metadata.ClusterIDPCRIndex, Type: tcg.Ipl, Description: "cluster ID", Data: []byte(id)},
+	}})
+	p := client.Policy{Measurements: n.reference(), TrustedAKs: []crypto.PublicKey{n.ak}, ClusterID: id}
+
+	r := verifyOne(t, n.addr(), p, client.Options{})
+	if r.Status != client.Trusted {
+		t.Fatalf("%s", r)
+	}
+	var saw bool
+	for _, pr := range r.PCRs {
+		if pr.Index == metadata.ClusterIDPCRIndex {
+			want, _ := metadata.ClusterIDPCR("sha256", id)
+			saw = pr.Match && bytes.Equal(pr.Expected, want)
+		}
+	}
+	if !saw {
+		t.Errorf("PCR 15 not enforced to the cluster ID's value: %+v", r.PCRs)
+	}
+
+	p.ClusterID = "prod-us-1"
+	r = verifyOne(t, n.addr(), p, client.Options{})
+	expectRefused(t, r, client.CheckPCRs, "PCR 15 differ", `not bound to cluster ID "prod-us-1"`, `"prod-eu-1"`)
+	d := onlyDifference(t, r)
+	if d.Node == nil || d.Node.Data != id || d.Reference == nil || d.Reference.Data != "prod-us-1" {
+		t.Errorf("difference %+v", d)
+	}
+
+	// A document that already pins PCR 15 cannot be bound.
+	m := p.Measurements.Clone()
+	m.PCRs[15] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32)}
+	if _, err := client.NewVerifier(client.Policy{Measurements: m, TrustedAKs: p.TrustedAKs, ClusterID: id}, client.Options{}); err == nil || !strings.Contains(err.Error(), "PCR 15") {
+		t.Errorf("NewVerifier with a pinned PCR 15: %v", err)
+	}
 }
 
 func TestVerifyBadNodes(t *testing.T) {
 	n := startSimNode(t)
 	ref := n.reference()
-	p := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}, Timeout: 2 * time.Second}
+	p := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
+	const timeout = 2 * time.Second
 
 	hang := make(chan struct{})
 	silent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -236,61 +635,177 @@ func TestVerifyBadNodes(t *testing.T) {
 		w.Write(make([]byte, 2<<20))
 	}))
 	defer huge.Close()
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusInternalServerError)
+		w.Write([]byte(`{"error":"TPM attestation failed: TPM busy"}`))
+	}))
+	defer failing.Close()
 
-	nodes := []string{
-		strings.TrimPrefix(silent.URL, "http://"),
-		n.addr(),
-		strings.TrimPrefix(garbage.URL, "http://"),
-		strings.TrimPrefix(huge.URL, "http://"),
-		"127.0.0.1:1",
+	host := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
+	nodes := []string{host(silent), n.addr(), host(garbage), host(huge), "127.0.0.1:1", host(failing), n.srv.URL}
+	want := []struct {
+		status client.Status
+		check  client.Check
+		reason string
+	}{
+		{client.Unreachable, client.CheckFetch, "no answer within 2s (timeout)"},
+		{client.Trusted, "", ""},
+		{client.Refused, client.CheckResponse, "malformed response: attestation is not a valid protobuf"},
+		{client.Refused, client.CheckResponse, "exceeds the limit of 1048576 bytes"},
+		{client.Unreachable, client.CheckFetch, "connection refused"},
+		{client.Unreachable, client.CheckFetch, "500 Internal Server Error: TPM attestation failed: TPM busy"},
+		{client.Trusted, "", ""},
 	}
 	start := time.Now()
-	rep, err := client.Verify(context.Background(), nodes, p)
+	// Two at a time: the silent node holds one slot for its timeout while
+	// the others pass through the other.
+	rep, err := client.Verify(context.Background(), nodes, p, client.Options{Timeout: timeout, Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
+	elapsed := time.Since(start)
 	if rep.AllTrusted() {
 		t.Error("AllTrusted with bad nodes")
 	}
-	want := []client.Status{client.Unreachable, client.Trusted, client.Unreachable, client.Unreachable, client.Unreachable}
 	for i, r := range rep.Nodes {
 		if r.Node != nodes[i] {
 			t.Errorf("result %d is for %s, want %s", i, r.Node, nodes[i])
 		}
-		if r.Status != want[i] {
-			t.Errorf("%s: status %s (%s), want %s", r.Node, r.Status, r.Reason, want[i])
+		if r.Status != want[i].status || r.Failed != want[i].check || !strings.Contains(r.Reason, want[i].reason) {
+			t.Errorf("%s: got %s (%s): %q, want %s (%s): %q", r.Node, r.Status, r.Failed, r.Reason, want[i].status, want[i].check, want[i].reason)
 		}
-		if r.Status != client.Trusted && r.Reason == "" {
-			t.Errorf("%s: no reason given", r.Node)
+		if !strings.Contains(r.String(), nodes[i]) {
+			t.Errorf("String() %q does not name the node", r)
 		}
 	}
-	if !strings.Contains(rep.Nodes[3].Reason, "limit") && !strings.Contains(rep.Nodes[3].Reason, "large") {
-		t.Errorf("oversized response reason: %s", rep.Nodes[3].Reason)
+	if got := rep.Count(client.Trusted); got != 2 {
+		t.Errorf("Count(Trusted) = %d, want 2", got)
 	}
-	// The silent node costs its own timeout, not one per node.
-	if d := time.Since(start); d > 20*time.Second {
-		t.Errorf("verification took %v", d)
+	// The silent node costs its own timeout, once, not one per node.
+	if elapsed > 2*timeout+5*time.Second {
+		t.Errorf("verification took %v with one silent node and a %v timeout", elapsed, timeout)
+	}
+
+	// A cancelled run reports every node, none as trusted.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	rep, err = client.Verify(ctx, []string{n.addr(), n.addr()}, p, client.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Nodes {
+		if r.Status != client.Unreachable || !strings.Contains(r.Reason, "cancelled") {
+			t.Errorf("cancelled run: %s", r)
+		}
+	}
+}
+
+func TestVerifyConcurrencyBound(t *testing.T) {
+	var cur, peak atomic.Int32
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := cur.Add(1)
+		for {
+			p := peak.Load()
+			if c <= p || peak.CompareAndSwap(p, c) {
+				break
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+		cur.Add(-1)
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+	}))
+	defer slow.Close()
+	nodes := make([]string, 12)
+	for i := range nodes {
+		nodes[i] = slow.URL
+	}
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	m := &metadata.Measurements{Image: "v1", Platform: "qemu-vtpm", Hash: "sha256", PCRs: map[uint32]metadata.PCR{4: {Expected: make([]byte, 32)}}}
+	rep, err := client.Verify(context.Background(), nodes, client.Policy{Measurements: m, TrustedAKs: []crypto.PublicKey{k.Public()}}, client.Options{Concurrency: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := peak.Load(); got > 3 || got < 2 {
+		t.Errorf("at most %d nodes were asked at once, want 3 (the bound) or close to it", got)
+	}
+	if rep.Count(client.Unreachable) != len(nodes) {
+		t.Errorf("%d of %d nodes unreachable", rep.Count(client.Unreachable), len(nodes))
 	}
 }
 
 func TestVerifyPolicyErrors(t *testing.T) {
 	m := &metadata.Measurements{Image: "v1", Platform: "qemu-vtpm", Hash: "sha256", PCRs: map[uint32]metadata.PCR{4: {Expected: make([]byte, 32)}}}
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	keys := []crypto.PublicKey{k.Public()}
+	leaf := newTestCert(t, "leaf", nil, time.Hour, false)
+	expired := newTestCA(t, "expired CA", nil, -time.Minute)
 	for _, tc := range []struct {
 		name  string
 		nodes []string
 		p     client.Policy
+		o     client.Options
 		want  string
 	}{
-		{"no measurements", []string{"x:1"}, client.Policy{TrustedAKs: []crypto.PublicKey{k.Public()}}, "client update"},
-		{"no keys", []string{"x:1"}, client.Policy{Measurements: m}, "--trusted-ak"},
-		{"no nodes", nil, client.Policy{Measurements: m, TrustedAKs: []crypto.PublicKey{k.Public()}}, "--node"},
+		{"no measurements", []string{"x:1"}, client.Policy{TrustedAKs: keys}, client.Options{}, "client update"},
+		{"bad measurements", []string{"x:1"}, client.Policy{Measurements: &metadata.Measurements{Hash: "sha256"}, TrustedAKs: keys}, client.Options{}, "reference measurements"},
+		{"no way to trust keys", []string{"x:1"}, client.Policy{Measurements: m}, client.Options{}, "(--ak-ca CA.pem)"},
+		{"no nodes", nil, client.Policy{Measurements: m, TrustedAKs: keys}, client.Options{}, "--node"},
+		{"CA that is not a CA", []string{"x:1"}, client.Policy{Measurements: m, AKRoots: []*x509.Certificate{leaf.Cert}}, client.Options{}, "not a CA certificate"},
+		{"expired CA", []string{"x:1"}, client.Policy{Measurements: m, AKRoots: []*x509.Certificate{expired.Cert}}, client.Options{}, "expired on"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := client.Verify(context.Background(), tc.nodes, tc.p)
+			_, err := client.Verify(context.Background(), tc.nodes, tc.p, tc.o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestLoadAKRoots(t *testing.T) {
+	certs, err := client.LoadAKRoots("../testdata/ak-ca/test-ak-ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(certs) != 1 || !certs[0].IsCA {
+		t.Fatalf("loaded %d certificates", len(certs))
+	}
+	dir := t.TempDir()
+	ca := newTestCA(t, "ca", nil, time.Hour)
+	leaf := newTestCert(t, "leaf", ca, time.Hour, false)
+	pemOf := func(c *x509.Certificate) string {
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+	}
+	two := pemOf(ca.Cert) + pemOf(certs[0])
+	keyFile, _ := os.ReadFile("../testdata/ak-ca/test-ak-ca.key")
+	for _, tc := range []struct {
+		name, data, want string
+		n                int
+	}{
+		{"bundle", two, "", 2},
+		{"empty", "", "no PEM CERTIFICATE block", 0},
+		{"private key", string(keyFile), `PEM block "ENCRYPTED SIGSTORE PRIVATE KEY"`, 0},
+		{"trailing junk", two + "junk", "data after the last PEM block", 0},
+		{"bad DER", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "certificate 1", 0},
+		{"leaf certificate", pemOf(leaf.Cert), "is not a CA certificate", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, tc.name+".pem")
+			os.WriteFile(p, []byte(tc.data), 0o644)
+			got, err := client.LoadAKRoots(p)
+			if tc.want == "" {
+				if err != nil || len(got) != tc.n {
+					t.Fatalf("LoadAKRoots: %d certificates, %v", len(got), err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+				t.Fatalf("LoadAKRoots: %v, want an error naming %s and saying %q", err, p, tc.want)
+			}
+		})
+	}
+	if _, err := client.LoadAKRoots(filepath.Join(dir, "none.pem")); err == nil || !strings.Contains(err.Error(), "none.pem") {
+		t.Errorf("missing file: %v", err)
 	}
 }

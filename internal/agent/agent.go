@@ -5,6 +5,7 @@ package agent
 
 import (
 	"crypto"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/google/go-tpm-tools/client"
+	"github.com/google/go-tpm-tools/proto/attest"
 	"github.com/google/go-tpm/legacy/tpm2"
 	"google.golang.org/protobuf/proto"
 
@@ -62,6 +64,10 @@ type Config struct {
 	EventLog []byte
 	// KeyType selects the attestation key; ECC by default.
 	KeyType KeyType
+	// AKCA, when set, issues the attestation key a certificate at start-up,
+	// which every attestation carries, so that verifiers can trust the key
+	// through the CA instead of pinning it.
+	AKCA *CA
 }
 
 // Server is an http.Handler serving agentapi.AttestationPath and
@@ -72,7 +78,10 @@ type Server struct {
 	ak       *client.Key
 	akPEM    []byte
 	eventLog []byte
-	closed   bool
+	// intermediates are the DER certificates between the AK certificate
+	// and its root: the issuing CA when it is not a root itself.
+	intermediates [][]byte
+	closed        bool
 }
 
 // New creates the attestation key and returns a Server using it.
@@ -110,7 +119,27 @@ func New(cfg Config) (*Server, error) {
 		// which belongs to another TPM when this one is a simulator.
 		log = []byte{}
 	}
-	return &Server{tpm: cfg.TPM, ak: ak, akPEM: akPEM, eventLog: log}, nil
+	s := &Server{tpm: cfg.TPM, ak: ak, akPEM: akPEM, eventLog: log}
+	if cfg.AKCA != nil {
+		cert, err := cfg.AKCA.Issue(ak.PublicKey())
+		if err == nil {
+			err = ak.SetCert(cert)
+		}
+		if err != nil {
+			ak.Close()
+			return nil, fmt.Errorf("agent: certify the attestation key: %w", err)
+		}
+		if !selfSigned(cfg.AKCA.Cert) {
+			s.intermediates = [][]byte{cfg.AKCA.Cert.Raw}
+		}
+	}
+	return s, nil
+}
+
+// AKCertificate returns the attestation key's certificate, or nil when the
+// agent has none.
+func (s *Server) AKCertificate() *x509.Certificate {
+	return s.ak.Cert()
 }
 
 // AKPublic returns the attestation key's public key.
@@ -186,9 +215,18 @@ func (s *Server) serveAttestation(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	data, status, err := s.attest(req.Nonce)
+	att, err := s.Attest(req.Nonce)
 	if err != nil {
+		status := http.StatusInternalServerError
+		if errors.Is(err, errClosed) {
+			status = http.StatusServiceUnavailable
+		}
 		writeError(w, status, err.Error())
+		return
+	}
+	data, err := proto.Marshal(att)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, fmt.Sprintf("encode attestation: %v", err))
 		return
 	}
 	w.Header().Set("Content-Type", agentapi.ContentTypeProtobuf)
@@ -196,12 +234,19 @@ func (s *Server) serveAttestation(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(data)
 }
 
-// attest quotes every allocated PCR bank over nonce.
-func (s *Server) attest(nonce []byte) ([]byte, int, error) {
+var errClosed = errors.New("the agent is shutting down")
+
+// Attest quotes every allocated PCR bank over nonce and returns the
+// attestation the agent serves for it: the quotes, the AK's public area and
+// certificate, and the event log.
+func (s *Server) Attest(nonce []byte) (*attest.Attestation, error) {
+	if err := agentapi.CheckNonce(nonce); err != nil {
+		return nil, err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return nil, http.StatusServiceUnavailable, errors.New("the agent is shutting down")
+		return nil, errClosed
 	}
 	att, err := s.ak.Attest(client.AttestOpts{
 		Nonce:       nonce,
@@ -211,13 +256,10 @@ func (s *Server) attest(nonce []byte) ([]byte, int, error) {
 		SkipTeeAttestation: true,
 	})
 	if err != nil {
-		return nil, http.StatusInternalServerError, fmt.Errorf("TPM attestation failed: %w", err)
+		return nil, fmt.Errorf("TPM attestation failed: %w", err)
 	}
-	data, err := proto.Marshal(att)
-	if err != nil {
-		return nil, http.StatusInternalServerError, fmt.Errorf("encode attestation: %w", err)
-	}
-	return data, http.StatusOK, nil
+	att.IntermediateCerts = s.intermediates
+	return att, nil
 }
 
 func writeError(w http.ResponseWriter, status int, msg string) {

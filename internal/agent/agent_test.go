@@ -300,6 +300,31 @@ func TestClosedServerRefuses(t *testing.T) {
 	}
 }
 
+func TestAttestDirect(t *testing.T) {
+	s, _, chain := bootedAgent(t, ECC)
+	n := nonce(t, agentapi.MinNonce)
+	att, err := s.Attest(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := server.VerifyAttestation(att, server.VerifyOpts{Nonce: n, TrustedAKs: []crypto.PublicKey{s.AKPublic()}, HashAlgo: tpm2.AlgSHA256}); err != nil {
+		t.Fatalf("VerifyAttestation: %v", err)
+	}
+	if len(att.GetEventLog()) == 0 || len(chain.Events) == 0 {
+		t.Error("attestation without the boot's event log")
+	}
+	if s.AKCertificate() != nil || len(att.GetAkCert()) != 0 {
+		t.Error("an agent without a CA has an AK certificate")
+	}
+	if _, err := s.Attest(make([]byte, agentapi.MinNonce-1)); err == nil || !strings.Contains(err.Error(), "nonce of 15 bytes") {
+		t.Errorf("Attest with a short nonce: %v", err)
+	}
+	s.Close()
+	if _, err := s.Attest(n); err == nil || !strings.Contains(err.Error(), "shutting down") {
+		t.Errorf("Attest after Close: %v", err)
+	}
+}
+
 func TestAKIsStableForAFixedSeed(t *testing.T) {
 	pub := func() crypto.PublicKey {
 		rw, err := tpm.Open("sim:42")

@@ -73,6 +73,23 @@ const (
 	ContentTypePEM      = "application/x-pem-file"
 )
 
+// ErrBadResponse marks an answer that arrived but is not what the protocol
+// allows: the wrong content type, more than the size limit, or a body that
+// does not decode. A verifier holds that against the node, unlike a network
+// failure or an error status, which only say that no answer could be had.
+var ErrBadResponse = errors.New("bad response")
+
+// badResponse is an error that matches ErrBadResponse while keeping its own
+// message.
+type badResponse struct{ msg string }
+
+func (e *badResponse) Error() string        { return e.msg }
+func (e *badResponse) Is(target error) bool { return target == ErrBadResponse }
+
+func badResponsef(format string, args ...any) error {
+	return &badResponse{msg: fmt.Sprintf(format, args...)}
+}
+
 // Request asks for an attestation over Nonce (base64 in JSON).
 type Request struct {
 	Nonce []byte `json:"nonce"`
@@ -130,7 +147,7 @@ func Fetch(ctx context.Context, hc *http.Client, baseURL string, nonce []byte) (
 	}
 	var att attest.Attestation
 	if err := proto.Unmarshal(data, &att); err != nil {
-		return nil, fmt.Errorf("agent %s: attestation is not a valid protobuf: %w", baseURL, err)
+		return nil, badResponsef("agent %s: attestation is not a valid protobuf: %v", baseURL, err)
 	}
 	return &att, nil
 }
@@ -202,17 +219,17 @@ func do(hc *http.Client, req *http.Request, baseURL, want string, limit int64) (
 	}
 	mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if err != nil || mt != want {
-		return nil, fmt.Errorf("agent %s: %s answered with Content-Type %q, want %s: is this an mtuf-agent?", baseURL, req.URL.Path, resp.Header.Get("Content-Type"), want)
+		return nil, badResponsef("agent %s: %s answered with Content-Type %q, want %s: is this an mtuf-agent?", baseURL, req.URL.Path, resp.Header.Get("Content-Type"), want)
 	}
 	if resp.ContentLength > limit {
-		return nil, fmt.Errorf("agent %s: response of %d bytes exceeds the limit of %d bytes", baseURL, resp.ContentLength, limit)
+		return nil, badResponsef("agent %s: response of %d bytes exceeds the limit of %d bytes", baseURL, resp.ContentLength, limit)
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: read response: %w", baseURL, err)
 	}
 	if int64(len(data)) > limit {
-		return nil, fmt.Errorf("agent %s: response exceeds the limit of %d bytes", baseURL, limit)
+		return nil, badResponsef("agent %s: response exceeds the limit of %d bytes", baseURL, limit)
 	}
 	return data, nil
 }

@@ -74,21 +74,22 @@ func TestFetchErrors(t *testing.T) {
 		handler http.HandlerFunc
 		want    []string
 		status  int
+		bad     bool // the answer is held against the agent (ErrBadResponse)
 	}{
 		{"agent error", handler(400, "application/json", []byte(`{"error":"nonce of 3 bytes: want 16 to 64 bytes"}`)),
-			[]string{"400 Bad Request", "nonce of 3 bytes"}, 400},
+			[]string{"400 Bad Request", "nonce of 3 bytes"}, 400, false},
 		{"plain error", handler(502, "text/html", []byte("<html>\n<b>Bad   gateway</b></html>")),
-			[]string{"502", "<html> <b>Bad gateway</b></html>"}, 502},
+			[]string{"502", "<html> <b>Bad gateway</b></html>"}, 502, false},
 		{"long plain error", handler(500, "text/plain", bytes.Repeat([]byte("x"), 10000)),
-			[]string{"500", strings.Repeat("x", 200) + "..."}, 500},
+			[]string{"500", strings.Repeat("x", 200) + "..."}, 500, false},
 		{"wrong content type", handler(200, "text/html", []byte("<html>")),
-			[]string{`Content-Type "text/html"`, "application/x-protobuf", "mtuf-agent"}, 0},
+			[]string{`Content-Type "text/html"`, "application/x-protobuf", "mtuf-agent"}, 0, true},
 		{"no content type", handler(200, "", nil),
-			[]string{"Content-Type", "application/x-protobuf"}, 0},
+			[]string{"Content-Type", "application/x-protobuf"}, 0, true},
 		{"not protobuf", handler(200, ContentTypeProtobuf, []byte{0xff, 0xff, 0xff}),
-			[]string{"not a valid protobuf"}, 0},
+			[]string{"not a valid protobuf"}, 0, true},
 		{"oversized with length", handler(200, ContentTypeProtobuf, make([]byte, MaxResponseBytes+1)),
-			[]string{"exceeds the limit of 1048576 bytes"}, 0},
+			[]string{"exceeds the limit of 1048576 bytes"}, 0, true},
 		{"oversized streamed", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Content-Type", ContentTypeProtobuf)
 			w.WriteHeader(200)
@@ -99,7 +100,7 @@ func TestFetchErrors(t *testing.T) {
 				}
 				w.(http.Flusher).Flush()
 			}
-		}, []string{"exceeds the limit of 1048576 bytes"}, 0},
+		}, []string{"exceeds the limit of 1048576 bytes"}, 0, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -121,6 +122,9 @@ func TestFetchErrors(t *testing.T) {
 				}
 			} else if errors.As(err, &se) {
 				t.Errorf("error %v is a StatusError for a 200 answer", err)
+			}
+			if got := errors.Is(err, ErrBadResponse); got != tc.bad {
+				t.Errorf("errors.Is(%v, ErrBadResponse) = %v, want %v", err, got, tc.bad)
 			}
 		})
 	}

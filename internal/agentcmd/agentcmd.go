@@ -5,6 +5,7 @@ package agentcmd
 
 import (
 	"context"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -56,12 +57,19 @@ func Main() int {
 }
 
 type options struct {
-	listen    string
-	tpmSpec   string
-	bootLog   string
-	akPubOut  string
-	readyFile string
-	akType    string
+	listen         string
+	tpmSpec        string
+	bootLog        string
+	akPubOut       string
+	readyFile      string
+	akType         string
+	akCAKey        string
+	akCACert       string
+	akCertValidity time.Duration
+	akCertOut      string
+	passwordFile   string
+	clusterID      string
+	eventLogOut    string
 }
 
 // usageError marks errors in how the command was invoked.
@@ -87,13 +95,32 @@ sim:SEED for a simulator whose keys are the same on every run (demos and tests).
 
 --boot-log FILE measures a described boot (YAML or JSON) into a test TPM (sim or
 tcp://) and serves its event log. A device's PCRs hold this machine's real boot
-and are never extended; the agent serves the firmware's event log instead.`,
+and are never extended; the agent serves the firmware's event log instead.
+
+--cluster-id ID binds a test TPM to a cluster: PCR 15 of every bank is extended
+once with the digest of ID (SHA-256 of ID in the sha256 bank), as a node does when
+it joins, and the event is logged. Verifiers expect it with
+'mtuf client verify --cluster-id ID'. On a real node, the node's initialization
+extends PCR 15, not the agent.
+
+--ak-ca-key KEY with --ak-ca-cert CERT issues the attestation key a certificate
+from that CA at start-up, as cloud providers certify their vTPMs' keys, and sends
+it with every attestation; verifiers then trust the key with
+'mtuf client verify --ak-ca CERT' instead of pinning it. This is for development
+CAs: KEY is an mtuf or cosign encrypted key (password from $MTUF_PASSWORD or
+--password-file), CERT its CA certificate (PEM). An issuing CA that is not a root
+is sent along as an intermediate.`,
 		Example: `  # Serve the node's TPM to the cluster network:
   mtuf-agent --tpm /dev/tpmrm0 --listen 0.0.0.0:8733 --ak-pub-out /run/mtuf/ak.pem
 
   # A simulated node booted as image v1.0.0, on a port chosen by the system:
   mtuf-agent --tpm sim:1 --boot-log testdata/boot/image-v1.0.0.yaml \
-    --listen 127.0.0.1:0 --ready-file agent.addr --ak-pub-out ak.pem`,
+    --listen 127.0.0.1:0 --ready-file agent.addr --ak-pub-out ak.pem
+
+  # A simulated node of cluster "prod-eu", its AK certified by a development CA:
+  MTUF_PASSWORD=test-password mtuf-agent --tpm sim --boot-log testdata/boot/image-v1.0.0.yaml \
+    --cluster-id prod-eu --ak-ca-key testdata/ak-ca/test-ak-ca.key \
+    --ak-ca-cert testdata/ak-ca/test-ak-ca.pem --listen 127.0.0.1:0 --ready-file agent.addr`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Errorf("unexpected argument %q: mtuf-agent takes only flags", args[0])}
@@ -113,6 +140,13 @@ and are never extended; the agent serves the firmware's event log instead.`,
 	f.StringVar(&opts.akPubOut, "ak-pub-out", "", "write the attestation key's public key (PEM) to `FILE` at start-up")
 	f.StringVar(&opts.readyFile, "ready-file", "", "once serving, write the listening HOST:PORT to `FILE` (removed at shutdown)")
 	f.StringVar(&opts.akType, "ak-type", "ecc", "attestation key `type`: ecc (P-256) or rsa (2048 bits)")
+	f.StringVar(&opts.akCAKey, "ak-ca-key", "", "development CA private `KEY` (encrypted key file) that certifies the attestation key at start-up")
+	f.StringVar(&opts.akCACert, "ak-ca-cert", "", "certificate (PEM) `FILE` of the --ak-ca-key CA")
+	f.DurationVar(&opts.akCertValidity, "ak-cert-validity", agent.DefaultAKCertValidity, "validity of the AK certificate issued at start-up")
+	f.StringVar(&opts.akCertOut, "ak-cert-out", "", "write the attestation key's certificate (PEM) to `FILE` at start-up")
+	f.StringVar(&opts.passwordFile, "password-file", "", "read the --ak-ca-key password from `FILE` (else $MTUF_PASSWORD, else a prompt)")
+	f.StringVar(&opts.clusterID, "cluster-id", "", "extend PCR 15 of a test TPM with the digest of cluster `ID` (sim or tcp:// only)")
+	f.StringVar(&opts.eventLogOut, "event-log-out", "", "write the event log the agent serves to `FILE` at start-up (a reference log for verifiers)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return usageError{err}
 	})
@@ -143,6 +177,9 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	if opts.listen == "" {
 		return usageError{errors.New("--listen: give HOST:PORT, as in " + DefaultListen)}
 	}
+	if err := checkFlagCombinations(opts); err != nil {
+		return err
+	}
 	testTPM := tpm.IsTestTPM(opts.tpmSpec)
 	var chain *tpm.BootChain
 	if opts.bootLog != "" {
@@ -152,6 +189,18 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 		if chain, err = tpm.LoadBootChain(opts.bootLog); err != nil {
 			return err
 		}
+	}
+	if opts.clusterID != "" {
+		if !testTPM {
+			return usageError{fmt.Errorf("--cluster-id extends PCR 15, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): on a real node, the node's initialization extends PCR 15 once, not the agent at every start")}
+		}
+		if chain, err = withClusterID(chain, opts.clusterID); err != nil {
+			return usageError{fmt.Errorf("--cluster-id: %w", err)}
+		}
+	}
+	ca, err := loadAKCA(ctx, opts, stderr)
+	if err != nil {
+		return err
 	}
 
 	ln, err := net.Listen("tcp", opts.listen)
@@ -175,7 +224,7 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 		return err
 	}
 
-	srv, err := agent.New(agent.Config{TPM: rw, EventLog: eventLog, KeyType: akType})
+	srv, err := agent.New(agent.Config{TPM: rw, EventLog: eventLog, KeyType: akType, AKCA: ca})
 	if err != nil {
 		return fmt.Errorf("TPM %s: %w", opts.tpmSpec, err)
 	}
@@ -184,6 +233,16 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	if opts.akPubOut != "" {
 		if err := writeFileAtomic(opts.akPubOut, srv.AKPublicPEM(), 0o644); err != nil {
 			return fmt.Errorf("--ak-pub-out: %w", err)
+		}
+	}
+	if cert := srv.AKCertificate(); opts.akCertOut != "" && cert != nil {
+		if err := writeFileAtomic(opts.akCertOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+			return fmt.Errorf("--ak-cert-out: %w", err)
+		}
+	}
+	if opts.eventLogOut != "" {
+		if err := writeFileAtomic(opts.eventLogOut, eventLog, 0o644); err != nil {
+			return fmt.Errorf("--event-log-out: %w", err)
 		}
 	}
 	addr := ln.Addr().String()
@@ -205,7 +264,14 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	logger.Info("serving attestations", "addr", addr, "tpm", opts.tpmSpec, "ak", akType.String(), "event_log_bytes", len(eventLog))
+	attrs := []any{"addr", addr, "tpm", opts.tpmSpec, "ak", akType.String(), "event_log_bytes", len(eventLog)}
+	if cert := srv.AKCertificate(); cert != nil {
+		attrs = append(attrs, "ak_cert", cert.Subject.String(), "ak_cert_issuer", cert.Issuer.String(), "ak_cert_expires", cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if opts.clusterID != "" {
+		attrs = append(attrs, "cluster_id", opts.clusterID)
+	}
+	logger.Info("serving attestations", attrs...)
 
 	select {
 	case err := <-serveErr:
