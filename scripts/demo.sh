@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The mtuf story on one machine: a maintainer publishes the measurements of
-# an image through TUF, a user fetches them and verifies three simulated
-# nodes, one of which booted a modified kernel.
+# an image through TUF, with the in-toto links that prove they are exactly
+# what the reading step produced; a user fetches and verifies them, then
+# verifies three simulated nodes, one of which booted a modified kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,12 +30,18 @@ cd "$WORK"
 export MTUF_PASSWORD=demo-password
 
 step "Security team: keys for each role"
-for k in root targets ci online; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
+for k in root targets ci online owner; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
 
 step "Maintainer: a TUF repository"
 run "$BIN/mtuf" repo init --workspace ws --storage "file://$WORK/repo" \
 	--root-key root.key --targets-key targets.key --measurements-key ci.key \
 	--snapshot-key online.key --timestamp-key online.key
+
+step "Layout owner: the in-toto supply chain (read-measurements, then publish, by the CI key)"
+# The layout is a target of the top-level targets role, signed offline:
+# the online CI key cannot change whose measurements clients trust.
+run "$BIN/mtuf" repo layout --workspace ws --owner-key owner.key --targets-key targets.key \
+	--owner-key-out owner.intoto.pub
 
 step "Three nodes boot: node-1 and node-2 the release image, node-3 a modified kernel"
 start_agent() {
@@ -47,13 +54,27 @@ start_agent node-2 "$BOOT/image-v1.0.0.yaml"
 start_agent node-3 "$BOOT/image-v1.0.0-modified-kernel.yaml"
 for n in node-1 node-2 node-3; do wait_file "$n.addr"; echo "$n: mtuf-agent on $(cat "$n.addr")"; done
 
-step "CI: read the reference measurements of the release image from a TPM"
+step "CI: read the reference measurements of the release image from a TPM, recording an in-toto link"
 run "$BIN/pcr-reader" --tpm sim --boot-log "$BOOT/image-v1.0.0.yaml" \
-	--image v1.0.0 --platform qemu-vtpm --out measurements.json
+	--image v1.0.0 --platform qemu-vtpm --out measurements.json --link-key ci.key
 
-step "Maintainer: publish them as a signed TUF target"
-run "$BIN/mtuf" repo publish --workspace ws --measurements measurements.json --image v1.0.0 --platform qemu-vtpm
+step "Maintainer: publish them with their links as signed TUF targets, verified against the layout first"
+run "$BIN/mtuf" repo publish --workspace ws --measurements measurements.json --image v1.0.0 --platform qemu-vtpm \
+	--link read-measurements.*.link --link-key ci.key
 run "$BIN/mtuf" repo status --workspace ws
+
+if command -v in-toto-verify >/dev/null; then
+	step "Anyone: in-toto's reference verifier accepts the layout and links as the repository serves them"
+	mkdir intoto
+	for f in repo/targets/supplychain/*.root.layout repo/targets/measurements/v1.0.0/qemu-vtpm/*.link; do
+		b=$(basename "$f")
+		cp "$f" "intoto/${b#*.}" # stored as <sha256>.<name>
+	done
+	cd intoto
+	echo '$ in-toto-verify -v -l root.layout -k owner.intoto.pub -t ed25519'
+	in-toto-verify -v -l root.layout -k ../owner.intoto.pub -t ed25519 2>&1 | tail -n 1
+	cd ..
+fi
 
 step "Serve the repository over HTTP"
 "$BIN/mtuf" repo serve --storage "file://$WORK/repo" --addr 127.0.0.1:0 --ready-file repo.addr >serve.log 2>&1 &
@@ -62,7 +83,7 @@ wait_file repo.addr
 REPO_URL="http://$(cat repo.addr)"
 echo "repository at $REPO_URL"
 
-step "User: trust the repository's root once, then update through TUF"
+step "User: trust the repository's root once, then update through TUF and in-toto"
 run "$BIN/mtuf" client init --state client --repo "$REPO_URL" --root repo/metadata/1.root.json
 run "$BIN/mtuf" client update --state client --image v1.0.0 --platform qemu-vtpm
 

@@ -1,12 +1,17 @@
 // Package pcrreadercmd is the pcr-reader command: it reads the PCRs of one
 // bank from a TPM, or from a node's mtuf-agent, applies the platform's
-// profile and writes a measurements document ready for 'mtuf repo publish'.
+// profile and writes a measurements document ready for 'mtuf repo publish',
+// with the in-toto link of its run (step read-measurements) when given a
+// functionary key. 'pcr-reader import' converts measurements files in the
+// older layouts into measurements documents.
 package pcrreadercmd
 
 import (
 	"context"
 	"crypto"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -53,6 +58,7 @@ func Main() int {
 type options struct {
 	tpmSpec, agentURL, bootLog, trustedAK string
 	image, platform, bank, out            string
+	linkKey, passwordFile                 string
 	enforce, warnOnly                     []uint
 }
 
@@ -66,11 +72,21 @@ or the simulator) or from a node's mtuf-agent, applies the platform's
 profile (which PCRs are enforced, warn-only or left out, and why), and
 writes a measurements document for 'mtuf repo publish'.
 
+With --link-key, it also records the in-toto link of its run, signed with
+that functionary key: step read-measurements, with the document as its
+product measurements.json. The link is written next to --out as
+read-measurements.<keyid>.link, where in-toto expects it; publish it with
+'mtuf repo publish --link'. The key's password comes from MTUF_PASSWORD,
+--password-file or a prompt.
+
 Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 		Example: `  pcr-reader --tpm /dev/tpmrm0 --image v1.0.0 --platform qemu-vtpm --out measurements.json
   pcr-reader --agent http://10.0.0.5:8733 --trusted-ak node-ak.pem \
       --image v1.0.0 --platform qemu-vtpm --out measurements.json
-  pcr-reader --tpm sim --boot-log image.yaml --image v1.0.0 --platform qemu-vtpm --out m.json`,
+  pcr-reader --tpm sim --boot-log image.yaml --image v1.0.0 --platform qemu-vtpm --out m.json
+  pcr-reader --tpm tcp://127.0.0.1:2321 --bank sha384 --image v1.0.0 --platform qemu-vtpm \
+      --out measurements.json --link-key ci.key
+  pcr-reader import --in measurements.yaml --image v1.0.0 --out-dir imported`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -99,6 +115,9 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 	f.StringVar(&o.out, "out", "", "write the measurements document to `FILE` (- for stdout)")
 	f.UintSliceVar(&o.enforce, "enforce", nil, "enforce these PCRs whatever the profile says")
 	f.UintSliceVar(&o.warnOnly, "warn-only", nil, "make these PCRs warn-only whatever the profile says")
+	f.StringVar(&o.linkKey, "link-key", "", "sign the in-toto link of this run with the functionary key `FILE`")
+	f.StringVar(&o.passwordFile, "password-file", "", "read the --link-key password from `FILE` (else $MTUF_PASSWORD, else a prompt)")
+	c.AddCommand(newImportCommand(stdout))
 	return c
 }
 
@@ -112,6 +131,8 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		return usageError{errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent")}
 	case o.trustedAK != "" && o.agentURL == "":
 		return usageError{errors.New("--trusted-ak goes with --agent")}
+	case o.linkKey != "" && o.out == "-":
+		return usageError{errors.New("--link-key needs --out FILE: the link is written next to the measurements document")}
 	}
 	if err := metadata.ValidateImage(o.image); err != nil {
 		return usageError{err}
@@ -123,6 +144,15 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	bank, err := metadata.HashAlgorithm(o.bank)
 	if err != nil {
 		return usageError{fmt.Errorf("--bank: %w", err)}
+	}
+	// The key is unlocked before the TPM is read, so that a wrong
+	// password costs nothing.
+	var functionary crypto.Signer
+	if o.linkKey != "" {
+		functionary, err = keys.LoadPrivate(ctx, o.linkKey, keys.PasswordSource{File: o.passwordFile, Prompt: stderr})
+		if err != nil {
+			return usageError{fmt.Errorf("--link-key: %w", err)}
+		}
 	}
 	var values map[uint32][]byte
 	if o.agentURL != "" {
@@ -141,11 +171,19 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	data = append(data, '\n')
 	if o.out == "-" {
-		_, err = stdout.Write(append(data, '\n'))
+		_, err = stdout.Write(data)
 		return err
 	}
-	if err := writeAtomic(o.out, append(data, '\n')); err != nil {
+	var link []byte
+	var linkPath string
+	if functionary != nil {
+		if link, linkPath, err = readLink(data, o.out, functionary); err != nil {
+			return err
+		}
+	}
+	if err := writeAtomic(o.out, data); err != nil {
 		return err
 	}
 	warn := 0
@@ -156,7 +194,37 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "wrote %s: image %s on %s, %d PCRs of the %s bank (%d enforced, %d warn-only)\n",
 		o.out, o.image, o.platform, len(m.PCRs), o.bank, len(m.PCRs)-warn, warn)
+	if link != nil {
+		if err := writeAtomic(linkPath, link); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "wrote %s: in-toto link of step %s, product %s sha256 %s\n",
+			linkPath, metadata.StepReadMeasurements, metadata.MeasurementsFile, sha256Hex(data))
+	}
 	return nil
+}
+
+// readLink signs the in-toto link of this run: step read-measurements,
+// whose only product is the document, recorded under the name the layout
+// expects (measurements.json) whatever --out is called. The PCRs come from
+// a TPM, not from files, so the link records no material. It returns the
+// link and the path next to out where in-toto tools look for it.
+func readLink(doc []byte, out string, functionary crypto.Signer) ([]byte, string, error) {
+	link, keyID, err := metadata.NewLink(metadata.StepReadMeasurements, nil,
+		map[string][]byte{metadata.MeasurementsFile: doc}, functionary)
+	if err != nil {
+		return nil, "", fmt.Errorf("--link-key: %w", err)
+	}
+	name, err := metadata.LinkFileName(metadata.StepReadMeasurements, keyID)
+	if err != nil {
+		return nil, "", err
+	}
+	return link, filepath.Join(filepath.Dir(out), name), nil
+}
+
+func sha256Hex(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 func readTPM(o options, bank crypto.Hash) (map[uint32][]byte, error) {
