@@ -12,8 +12,9 @@ COSIGN        := github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 # versitygw: the S3-compatible server the object storage tests run against.
 VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
-# (a TCP TPM and the reference PCR reader).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2
+# (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
+# supply chain tools).
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
 GOTEST_FLAGS  ?= -race -count=1 -timeout 20m
 
 export MTUF_TOOLS_BIN := $(TOOLS)
@@ -31,6 +32,7 @@ build:
 	$(GO) build -ldflags "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=$(VERSION)" -o bin/mtuf ./cmd/mtuf
 	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
+	$(GO) build -o bin/tuf-conformance-client ./tools/tuf-conformance-client
 
 test: test-deps
 	$(GO) vet ./...

@@ -9,8 +9,15 @@
 //	tuf/          trusted TUF metadata (root.json, timestamp.json, ...)
 //	targets/      verified target files
 //
-// Every file is replaced atomically, so an interrupted update leaves the
-// previous trusted state.
+// Every file is replaced atomically, and a lock keeps two runs on one
+// state directory apart, so an interrupted update leaves the previous
+// trusted state.
+//
+// Verification follows an explicit policy: Verify and NewVerifier check
+// nodes' TPM attestations under a Policy (reference measurements, trusted
+// attestation keys or AK certificate roots, an optional cluster ID and
+// reference event log) and return a Report with a result per node and per
+// PCR; nothing is trusted that the policy does not name. See ExampleVerify.
 package client
 
 import (
@@ -27,7 +34,6 @@ import (
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
-	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
@@ -85,8 +91,8 @@ func DefaultStateDir() (string, error) {
 	return filepath.Join(d, "mtuf"), nil
 }
 
-// NormalizeRepositoryURL accepts http(s):// and file:// URLs and plain
-// directory paths, which become file URLs.
+// NormalizeRepositoryURL accepts http(s)://, s3:// and file:// URLs and
+// plain directory paths, which become file URLs.
 func NormalizeRepositoryURL(raw string) (string, error) {
 	if raw == "" {
 		return "", errors.New("no repository URL: give --repo URL")
@@ -104,8 +110,12 @@ func NormalizeRepositoryURL(raw string) (string, error) {
 	}
 	switch u.Scheme {
 	case "http", "https", "file":
+	case "s3":
+		if err := checkS3RepositoryURL(raw); err != nil {
+			return "", err
+		}
 	default:
-		return "", fmt.Errorf("repository URL %q: unsupported scheme %q (use https://, http:// or file://)", raw, u.Scheme)
+		return "", fmt.Errorf("repository URL %q: unsupported scheme %q (use https://, http://, s3:// or file://)", raw, u.Scheme)
 	}
 	return strings.TrimSuffix(raw, "/"), nil
 }
@@ -174,27 +184,18 @@ func (c *Client) updater(ctx context.Context) (*updater.Updater, error) {
 	if err != nil {
 		return nil, fmt.Errorf("state %s: trusted root: %w", c.dir, err)
 	}
-	cfg, err := config.New(c.config.Repository+"/metadata", root)
-	if err != nil {
-		return nil, err
-	}
-	cfg.RemoteTargetsURL = c.config.Repository + "/targets"
-	cfg.LocalMetadataDir = filepath.Join(c.dir, tufDir)
-	cfg.LocalTargetsDir = filepath.Join(c.dir, targetsDir)
-	cfg.PrefixTargetsWithHash = true
-	hc := c.HTTPClient
-	if hc == nil {
-		hc = &http.Client{Timeout: 60 * time.Second}
-	}
-	cfg.Fetcher = &fetcher{ctx: ctx, http: hc}
-	up, err := updater.New(cfg)
-	if err != nil {
-		return nil, explain(err)
+	cfg := UpdaterConfig{
+		MetadataURL: c.config.Repository + "/metadata",
+		TargetsURL:  c.config.Repository + "/targets",
+		MetadataDir: filepath.Join(c.dir, tufDir),
+		TargetsDir:  filepath.Join(c.dir, targetsDir),
+		Root:        root,
+		HTTPClient:  c.HTTPClient,
 	}
 	if c.Now != nil {
-		up.UnsafeSetRefTime(c.Now())
+		cfg.Now = c.Now()
 	}
-	return up, nil
+	return NewUpdater(ctx, cfg)
 }
 
 // Refresh brings the trusted metadata up to date with the repository,
@@ -211,9 +212,17 @@ func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
 }
 
 // Update refreshes the trusted metadata, downloads the measurements for
-// image on platform, checks them against their signed hashes, and records
-// them in the config as the trusted reference values.
+// image on platform, checks them against their signed hashes, verifies
+// their in-toto supply chain when the repository publishes a layout, and
+// records them in the config as the trusted reference values. How the
+// supply chain was verified, or why it was not, is then available from
+// SupplyChain.
 func (c *Client) Update(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	name, err := metadata.MeasurementsTarget(image, platform)
 	if err != nil {
 		return nil, err
@@ -237,6 +246,18 @@ func (c *Client) Update(ctx context.Context, image, platform string) (*metadata.
 		return nil, fmt.Errorf("%w: target %s holds measurements for image %s on %s", ErrUntrusted, name, m.Image, m.Platform)
 	}
 	now := time.Now().UTC()
+	ref := now
+	if c.Now != nil {
+		ref = c.Now()
+	}
+	sc, err := c.verifySupplyChain(up, name, m, data, ref)
+	if err != nil {
+		return nil, err
+	}
+	sc.UpdatedAt = now
+	if err := c.saveSupplyChain(sc); err != nil {
+		return nil, err
+	}
 	c.config.Image, c.config.Platform, c.config.Measurements, c.config.UpdatedAt = image, platform, m, &now
 	if err := c.saveConfig(); err != nil {
 		return nil, err

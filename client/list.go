@@ -23,6 +23,11 @@ type Available struct {
 // loads every hash bin of the roles that hold measurements, so it costs
 // one download per bin the first time and nothing once they are cached.
 func (c *Client) List(ctx context.Context) ([]Available, error) {
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
 	up, err := c.refresh(ctx)
 	if err != nil {
 		return nil, err

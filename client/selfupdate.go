@@ -36,6 +36,15 @@ type Release struct {
 // Releases lists the CLI releases on offer for an OS and architecture,
 // newest first.
 func (c *Client) Releases(ctx context.Context, goos, goarch string) ([]Release, error) {
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	return c.releases(ctx, goos, goarch)
+}
+
+func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, error) {
 	up, err := c.refresh(ctx)
 	if err != nil {
 		return nil, err
@@ -89,7 +98,12 @@ func (c *Client) SelfUpdate(ctx context.Context, opts SelfUpdateOptions) (*Relea
 			return nil, err
 		}
 	}
-	rels, err := c.Releases(ctx, runtime.GOOS, runtime.GOARCH)
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	rels, err := c.releases(ctx, runtime.GOOS, runtime.GOARCH)
 	if err != nil {
 		return nil, err
 	}

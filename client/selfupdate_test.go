@@ -213,4 +213,3 @@ func TestSelfUpdateRSSChild(t *testing.T) {
 		}
 	}
 }
-

@@ -2,10 +2,12 @@ package mtufcmd
 
 import (
 	"bufio"
-	"crypto"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/keys"
 )
 
@@ -90,6 +93,7 @@ release binaries), then every later root is verified by the one before.`,
 
 func newClientUpdateCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
 	var image, platform string
+	var self bool
 	c := &cobra.Command{
 		Use:   "update --image V --platform P",
 		Short: "Fetch the trusted measurements of an image version through TUF",
@@ -97,10 +101,21 @@ func newClientUpdateCmd(g *globals, stateDir func() (string, error)) *cobra.Comm
 TUF client workflow), download the measurements of the image on the
 platform, check them against their signed length and hashes, and record
 them in the client's config as the reference for 'mtuf client verify'.
+When the repository publishes an in-toto layout (supplychain/root.layout,
+signed into the top-level targets), the measurements must also come with
+links that verify against it; without a layout, a warning on standard
+error says that the measurements are trusted on their TUF signature alone.
 Nothing is changed when any check fails.`,
-		Example: `  mtuf client update --image v1.0.0 --platform qemu-vtpm`,
-		Args:    noArgs,
+		Example: `  mtuf client update --image v1.0.0 --platform qemu-vtpm
+  mtuf client update --self     # replace this binary with the newest release`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if self {
+				if image != "" || platform != "" {
+					return usageErr("--self updates the binary only; run it apart from --image/--platform")
+				}
+				return runSelfUpdate(cmd.Context(), g, stateDir)
+			}
 			if image == "" || platform == "" {
 				return usageErr("--image V and --platform P are required")
 			}
@@ -112,6 +127,9 @@ Nothing is changed when any check fails.`,
 			if err != nil {
 				return err
 			}
+			if err := printSupplyChain(g, cl); err != nil {
+				return err
+			}
 			if g.json() {
 				return g.printJSON(m)
 			}
@@ -121,6 +139,7 @@ Nothing is changed when any check fails.`,
 	}
 	c.Flags().StringVar(&image, "image", "", "image `VERSION`")
 	c.Flags().StringVar(&platform, "platform", "", "attestation `PLATFORM`")
+	c.Flags().BoolVar(&self, "self", false, "update this mtuf binary to the newest release for this OS and architecture")
 	addOutputFlag(c, g)
 	return c
 }
@@ -160,48 +179,95 @@ func newClientListCmd(g *globals, stateDir func() (string, error)) *cobra.Comman
 
 func newClientVerifyCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
 	var (
-		nodes       []string
-		nodesFile   string
-		akFiles     []string
-		timeout     time.Duration
-		concurrency int
+		nodes        []string
+		nodesFile    string
+		akFiles      []string
+		caFiles      []string
+		clusterID    string
+		referenceLog string
+		timeout      time.Duration
+		concurrency  int
+		output       string
 	)
 	c := &cobra.Command{
-		Use:   "verify --node HOST:PORT ... --trusted-ak FILE ...",
+		Use:   "verify --node HOST:PORT ... | --nodes-file FILE  --trusted-ak FILE ... | --ak-ca CA.pem",
 		Short: "Verify nodes' TPM attestations against the trusted measurements",
-		Long: `Ask each node's mtuf-agent for a TPM quote over a fresh random nonce, check
-the quote's signature by a trusted attestation key, the nonce, and the PCR
-digest of the quote of the measurements' bank (only that bank), then
-compare every PCR with the trusted measurements: an enforced PCR that
-differs refuses the node, a warn-only one is reported.
+		Long: `Ask each node's mtuf-agent for a TPM quote over a fresh random nonce and check:
 
-Exit status: 0 when every node is trusted, 1 when any node is refused or
-unreachable, 2 for usage or configuration errors.`,
+  - the attestation key: pinned (--trusted-ak), or certified by a trusted CA
+    (--ak-ca) through the AK certificate the node sends;
+  - the quote of the measurements' bank, and only that bank: its signature by
+    that key, the nonce (a replayed attestation is refused), its PCR digest;
+  - the TCG event log, when the node sends one: it must replay to the quoted
+    PCRs;
+  - every PCR of the trusted measurements: an enforced PCR that differs refuses
+    the node, a warn-only one is reported. --cluster-id ID also enforces PCR 15
+    to SHA256(0^32 || SHA256(ID)), the value of a node bound to that cluster.
+
+For a refused node, the report names the first boot event of a differing PCR
+that departs from the reference, where that can be told: the measurements hold
+only final PCR values, so the event is named when the node measured more than
+the reference, or, with --reference-log FILE (the TCG event log of a node of
+the release image, as mtuf-agent --event-log-out writes it), always. The
+reference log must replay to the trusted measurements.
+
+Nodes are verified concurrently, at most --concurrency at once, each within its
+own --timeout, so a slow or dead node delays no other.
+
+Exit status: 0 when every node is trusted (warn-only differences allowed), 1
+when any node is refused or unreachable, 2 for usage or configuration errors
+(bad flags, no trusted measurements, a key or CA file that cannot be read), in
+which case no node was asked.`,
 		Example: `  mtuf client verify --node 10.0.0.5:8733 --node 10.0.0.6:8733 \
       --trusted-ak node1-ak.pem --trusted-ak node2-ak.pem
-  mtuf client verify --nodes-file nodes.txt --trusted-ak aks.pem --output json`,
+  mtuf client verify --nodes-file nodes.txt --ak-ca vtpm-ca.pem --cluster-id prod-eu-1 \
+      --concurrency 64 --timeout 5s --output json
+  mtuf client verify --nodes-file nodes.txt --ak-ca vtpm-ca.pem --reference-log release.eventlog`,
 		Args: noArgs,
+		PreRunE: func(cmd *cobra.Command, args []string) error {
+			switch output {
+			case "table", "text", "json":
+				return nil
+			}
+			return usageErr("--output must be table or json, not %q", output)
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if nodesFile != "" {
-				more, err := readNodesFile(nodesFile)
-				if err != nil {
-					return usageErr("%v", err)
-				}
-				nodes = append(nodes, more...)
+			all, err := collectNodes(nodes, nodesFile)
+			if err != nil {
+				return usageErr("%v", err)
 			}
-			if len(nodes) == 0 {
-				return usageErr("no nodes: give --node HOST:PORT or --nodes-file FILE")
+			if concurrency < 1 {
+				return usageErr("--concurrency %d: give at least 1", concurrency)
 			}
-			if len(akFiles) == 0 {
-				return usageErr("no trusted attestation keys: give --trusted-ak FILE")
+			if timeout <= 0 {
+				return usageErr("--timeout %v: give a positive duration such as 10s", timeout)
 			}
-			var aks []crypto.PublicKey
+			if len(akFiles) == 0 && len(caFiles) == 0 {
+				return usageErr("no way to trust attestation keys: give --trusted-ak FILE (pinned keys) or --ak-ca CA.pem (a CA that certifies them)")
+			}
+			var p client.Policy
 			for _, f := range akFiles {
 				k, err := keys.LoadPublic(f)
 				if err != nil {
 					return usageErr("--trusted-ak %s: %v", f, err)
 				}
-				aks = append(aks, k)
+				p.TrustedAKs = append(p.TrustedAKs, k)
+			}
+			for _, f := range caFiles {
+				certs, err := client.LoadAKRoots(f)
+				if err != nil {
+					return usageErr("--ak-ca: %v", err)
+				}
+				p.AKRoots = append(p.AKRoots, certs...)
+			}
+			if referenceLog != "" {
+				if p.ReferenceEventLog, err = readReferenceLog(referenceLog); err != nil {
+					return usageErr("--reference-log: %v", err)
+				}
+			}
+			p.ClusterID = clusterID
+			if cmd.Flags().Changed("cluster-id") && clusterID == "" {
+				return usageErr("--cluster-id: empty cluster ID")
 			}
 			cl, err := openClient(stateDir)
 			if err != nil {
@@ -211,13 +277,16 @@ unreachable, 2 for usage or configuration errors.`,
 			if cfg.Measurements == nil {
 				return usageErr("no trusted measurements yet: run 'mtuf client update --image V --platform P' first")
 			}
-			rep, err := client.Verify(cmd.Context(), nodes, client.Policy{
-				Measurements: cfg.Measurements, TrustedAKs: aks, Timeout: timeout, Concurrency: concurrency,
-			})
+			p.Measurements = cfg.Measurements
+			v, err := client.NewVerifier(p, client.Options{Timeout: timeout, Concurrency: concurrency})
 			if err != nil {
 				return usageErr("%v", err)
 			}
-			if g.json() {
+			rep, err := v.Verify(cmd.Context(), all)
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			if output == "json" {
 				if err := g.printJSON(rep); err != nil {
 					return err
 				}
@@ -233,39 +302,145 @@ unreachable, 2 for usage or configuration errors.`,
 	f := c.Flags()
 	f.StringArrayVar(&nodes, "node", nil, "node agent `HOST:PORT` (repeat for several)")
 	f.StringVar(&nodesFile, "nodes-file", "", "`FILE` with one HOST:PORT per line (# comments allowed)")
-	f.StringArrayVar(&akFiles, "trusted-ak", nil, "trusted attestation key `FILE` (PEM; repeat for several)")
-	f.DurationVar(&timeout, "timeout", 10*time.Second, "time allowed for each node")
-	f.IntVar(&concurrency, "concurrency", 16, "nodes verified at once")
-	addOutputFlag(c, g)
+	f.StringArrayVar(&akFiles, "trusted-ak", nil, "pinned attestation key `FILE` (PEM public key or certificate; repeat for several)")
+	f.StringArrayVar(&caFiles, "ak-ca", nil, "CA certificates (PEM `FILE`) that certify attestation keys (repeat for several)")
+	f.StringVar(&clusterID, "cluster-id", "", "also enforce PCR 15 to the value of cluster `ID`")
+	f.StringVar(&referenceLog, "reference-log", "", "TCG event log `FILE` of a node of the release image, to name the boot event that differs")
+	f.DurationVar(&timeout, "timeout", client.DefaultTimeout, "time allowed for each node")
+	f.IntVar(&concurrency, "concurrency", client.DefaultConcurrency, "nodes verified at once")
+	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return c
 }
 
-func readNodesFile(path string) ([]string, error) {
+// maxReferenceLog bounds a reference event log: the agent protocol bounds a
+// node's whole attestation, log included, to the same size.
+const maxReferenceLog = agentapi.MaxResponseBytes
+
+func readReferenceLog(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxReferenceLog+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if len(data) > maxReferenceLog {
+		return nil, fmt.Errorf("%s: larger than %d bytes: is this a TCG event log?", path, maxReferenceLog)
+	}
+	if len(data) == 0 {
+		return nil, fmt.Errorf("%s is empty", path)
+	}
+	return data, nil
+}
+
+// collectNodes gathers the nodes of --node and --nodes-file, checking each
+// address and refusing duplicates, which would be asked twice and reported
+// twice.
+func collectNodes(flagNodes []string, nodesFile string) ([]string, error) {
+	var all []string
+	seen := make(map[string]string)
+	add := func(addr, where string) error {
+		if err := checkNodeAddr(addr); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+		if prev, dup := seen[addr]; dup {
+			return fmt.Errorf("node %s is given twice (%s and %s): each node is verified once", addr, prev, where)
+		}
+		seen[addr] = where
+		all = append(all, addr)
+		return nil
+	}
+	for _, n := range flagNodes {
+		if err := add(n, "--node"); err != nil {
+			return nil, err
+		}
+	}
+	if nodesFile != "" {
+		lines, err := readNodesFile(nodesFile)
+		if err != nil {
+			return nil, err
+		}
+		for _, l := range lines {
+			if err := add(l.addr, fmt.Sprintf("%s:%d", nodesFile, l.line)); err != nil {
+				return nil, err
+			}
+		}
+		if len(lines) == 0 && len(flagNodes) == 0 {
+			return nil, fmt.Errorf("nodes file %s lists no node: write one HOST:PORT per line", nodesFile)
+		}
+	}
+	if len(all) == 0 {
+		return nil, errors.New("no nodes: give --node HOST:PORT or --nodes-file FILE")
+	}
+	return all, nil
+}
+
+// checkNodeAddr accepts HOST:PORT, the address of a node's mtuf-agent.
+func checkNodeAddr(addr string) error {
+	if strings.Contains(addr, "://") {
+		return fmt.Errorf("%q: give the agent's HOST:PORT, without a scheme", addr)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not HOST:PORT (as in 10.0.0.5:8733)", addr)
+	}
+	if host == "" {
+		return fmt.Errorf("%q has no host", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("%q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
+}
+
+type nodeLine struct {
+	addr string
+	line int
+}
+
+// maxNodesFile bounds a nodes file: a line per node, for clusters of up to
+// hundreds of thousands of nodes.
+const maxNodesFile = 16 << 20
+
+func readNodesFile(path string) ([]nodeLine, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("nodes file: %w", err)
 	}
 	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+	var out []nodeLine
+	sc := bufio.NewScanner(io.LimitReader(f, maxNodesFile))
+	for n := 1; sc.Scan(); n++ {
+		line := sc.Text()
 		if i := strings.IndexByte(line, '#'); i >= 0 {
-			line = strings.TrimSpace(line[:i])
+			line = line[:i]
 		}
-		if line != "" {
-			out = append(out, line)
+		if line = strings.TrimSpace(line); line != "" {
+			out = append(out, nodeLine{addr: line, line: n})
 		}
 	}
-	return out, sc.Err()
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("nodes file %s: %w", path, err)
+	}
+	return out, nil
 }
 
 func printReport(g *globals, rep *client.Report) {
-	fmt.Fprintf(g.stdout, "image %s on %s (%s bank)\n\n", rep.Image, rep.Platform, rep.Hash)
+	fmt.Fprintf(g.stdout, "image %s on %s (%s bank)", rep.Image, rep.Platform, rep.Hash)
+	if rep.ClusterID != "" {
+		fmt.Fprintf(g.stdout, ", cluster ID %s", rep.ClusterID)
+	}
+	fmt.Fprint(g.stdout, "\n\n")
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tSTATUS\tDETAIL")
 	for _, n := range rep.Nodes {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Node, n.Status, n.Reason)
+		detail := n.Reason
+		if detail == "" && n.AKTrust != "" {
+			detail = "AK " + n.AKTrust
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Node, n.Status, detail)
 	}
 	tw.Flush()
 	for _, n := range rep.Nodes {
@@ -280,15 +455,25 @@ func printReport(g *globals, rep *client.Report) {
 			}
 			diff = append(diff, fmt.Sprintf("  PCR %2d (%s)\n    expected %x\n    actual   %x", p.Index, kind, p.Expected, p.Actual))
 		}
+		if n.EventLog != nil {
+			for _, d := range n.EventLog.Differences {
+				where := fmt.Sprintf("  PCR %2d", d.PCR)
+				if d.Position > 0 {
+					where += fmt.Sprintf(" event %d", d.Position)
+				}
+				if d.Node != nil && d.Node.Seq > 0 {
+					where += fmt.Sprintf(" (log event #%d)", d.Node.Seq)
+				}
+				diff = append(diff, where+": "+d.Explanation)
+			}
+		}
 		if len(diff) > 0 {
 			fmt.Fprintf(g.stdout, "\n%s: PCRs that differ\n%s\n", n.Node, strings.Join(diff, "\n"))
 		}
 	}
-	trusted := 0
-	for _, n := range rep.Nodes {
-		if n.Status == client.Trusted || n.Status == client.TrustedWithWarnings {
-			trusted++
-		}
+	fmt.Fprintf(g.stdout, "\n%d of %d node(s) trusted", rep.Count(client.Trusted)+rep.Count(client.TrustedWithWarnings), len(rep.Nodes))
+	if r, u := rep.Count(client.Refused), rep.Count(client.Unreachable); r+u > 0 {
+		fmt.Fprintf(g.stdout, ", %d refused, %d unreachable", r, u)
 	}
-	fmt.Fprintf(g.stdout, "\n%d of %d node(s) trusted\n", trusted, len(rep.Nodes))
+	fmt.Fprintln(g.stdout)
 }

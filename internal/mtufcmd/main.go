@@ -70,6 +70,8 @@ func (g *globals) printJSON(v any) error {
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Log out of any hardware token a command opened.
+	defer keys.ClosePKCS11()
 	return Run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 }
 
@@ -127,6 +129,7 @@ through TUF.`,
   mtuf client verify --node 10.0.0.5:8733 --trusted-ak node1-ak.pem`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       Version,
 	}
 	root.PersistentFlags().StringVar(&g.passwordFile, "password-file", "", "read key passwords from `FILE` (else $MTUF_PASSWORD, else a prompt)")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
