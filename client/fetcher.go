@@ -36,6 +36,8 @@ func (f *fetcher) DownloadFile(rawURL string, maxLength int64, _ time.Duration) 
 		return f.file(u, rawURL, maxLength)
 	case "http", "https":
 		return f.httpGet(rawURL, maxLength)
+	case "s3":
+		return f.s3Get(rawURL, maxLength)
 	default:
 		return nil, fmt.Errorf("repository URL %q: unsupported scheme %q (use http, https or file)", rawURL, u.Scheme)
 	}

@@ -204,6 +204,28 @@ func (s *S3Storage) GetWithETag(ctx context.Context, name string) ([]byte, strin
 	return data, aws.ToString(out.ETag), nil
 }
 
+// getLimited reads name like Get, but fails without reading further when
+// it holds more than maxLength bytes: for reading a repository that is
+// not trusted yet.
+func (s *S3Storage) getLimited(ctx context.Context, name string, maxLength int64) ([]byte, error) {
+	key, err := s.key(name)
+	if err != nil {
+		return nil, err
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(s.bucket), Key: aws.String(key)})
+	if err != nil {
+		if isNoSuchKey(err) {
+			return nil, fmt.Errorf("%s: %w", s.uri(key), ErrNotFound)
+		}
+		return nil, s.fail("read", key, err)
+	}
+	defer out.Body.Close()
+	if n := aws.ToInt64(out.ContentLength); n > maxLength {
+		return nil, fmt.Errorf("%w: %s is %d bytes, more than the %d allowed", ErrUntrustedSource, s.uri(key), n, maxLength)
+	}
+	return readAtMost(out.Body, maxLength, s.uri(key))
+}
+
 // PutOnce implements Storage with a conditional PutObject
 // (If-None-Match: *), which the store refuses if the key exists, so that
 // two publishers can never both create a write-once file.
@@ -355,6 +377,12 @@ func httpStatus(err error) int {
 func isNoSuchKey(err error) bool {
 	code := errorCode(err)
 	return code == "NoSuchKey" || (httpStatus(err) == http.StatusNotFound && (code == "NotFound" || code == ""))
+}
+
+// isAccessDenied reports a 403: missing rights, or, from a store that
+// does not let the reader list the bucket, a key that does not exist.
+func isAccessDenied(err error) bool {
+	return err != nil && (httpStatus(err) == http.StatusForbidden || errorCode(err) == "AccessDenied")
 }
 
 func isPreconditionFailed(err error) bool {

@@ -29,7 +29,9 @@ func newRepoCmd(g *globals) *cobra.Command {
   mtuf repo serve --storage file://$PWD/repo --addr 127.0.0.1:8080`,
 	}
 	c.AddCommand(newRepoInitCmd(g), newRepoPublishCmd(g), newRepoRefreshCmd(g), newRepoStatusCmd(g), newRepoServeCmd(g))
+	c.AddCommand(newRepoMirrorCmd(g))
 	c.AddCommand(newRepoStageCmd(g), newRepoSignCmd(g), newRepoCommitCmd(g))
+	c.AddCommand(newRepoLayoutCmd(g))
 	return c
 }
 
@@ -133,10 +135,12 @@ func newRepoPublishCmd(g *globals) *cobra.Command {
 	var (
 		ws, file, image, platform   string
 		binary, version, goos, arch string
+		linkFiles                   []string
+		linkKey                     string
 		replace                     bool
 	)
 	c := &cobra.Command{
-		Use:   "publish --workspace DIR [--measurements FILE --image V --platform P] [--cli-binary FILE --version V --os OS --arch ARCH]",
+		Use:   "publish --workspace DIR [--measurements FILE --image V --platform P [--link FILE...] [--link-key K]] [--cli-binary FILE --version V --os OS --arch ARCH]",
 		Short: "Publish measurements and/or a CLI release as signed targets, in one step",
 		Long: `Publish the measurements of an image version on a platform as the target
 measurements/<image>/<platform>/measurements.json, a CLI release as
@@ -145,16 +149,31 @@ hold the new targets are re-signed, then snapshot and timestamp;
 timestamp.json is written last, so clients see the old repository or the
 new one, never a mix.
 
+In-toto links: --link gives the links that attest the measurements (at
+least the one of step read-measurements, written by pcr-reader --link-key or
+in-toto-run), and --link-key signs the link of this publish (step publish,
+with measurements.json as its material) with a functionary key. The
+document is then published byte for byte, the links as targets beside it
+(measurements/<image>/<platform>/<step>.<keyid>.link), listed in its custom
+metadata. A publish is refused when the document is not the measurements.json
+a link records, and, when the repository has an in-toto layout ('mtuf repo
+layout'), when the supply chain does not verify against it: what clients
+would refuse is never published. Measurements without links are refused
+once the repository has a layout.
+
 When a releases key is ECDSA P-256, the release also gets mtuf.sig, a
 signature that stock cosign verifies:
   cosign verify-blob --key releases.pub --signature mtuf.sig --insecure-ignore-tlog=true mtuf`,
 		Example: `  mtuf repo publish --workspace ws --measurements measurements.json \
       --image v1.0.0 --platform qemu-vtpm
+  mtuf repo publish --workspace ws --measurements measurements.json --image v1.0.0 --platform qemu-vtpm \
+      --link read-measurements.1a2b3c4d.link --link-key ci.key
   mtuf repo publish --workspace ws --cli-binary bin/mtuf --version v1.2.0 --os linux --arch amd64`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var req repo.PublishRequest
 			req.Replace = replace
+			var raw []byte
 			if file != "" || image != "" || platform != "" {
 				if file == "" || image == "" || platform == "" {
 					return usageErr("--measurements FILE, --image V and --platform P go together")
@@ -170,7 +189,11 @@ signature that stock cosign verifies:
 				if m.Image != image || m.Platform != platform {
 					return usageErr("measurements file %s is for image %s on %s, not image %s on %s", file, m.Image, m.Platform, image, platform)
 				}
-				req.Measurements = m
+				req.Measurements, raw = m, data
+			}
+			withLinks := len(linkFiles) > 0 || linkKey != ""
+			if withLinks && req.Measurements == nil {
+				return usageErr("--link and --link-key go with --measurements FILE --image V --platform P")
 			}
 			if binary != "" || version != "" || goos != "" || arch != "" {
 				if binary == "" || version == "" || goos == "" || arch == "" {
@@ -189,11 +212,40 @@ signature that stock cosign verifies:
 			if err != nil {
 				return err
 			}
-			res, err := w.Publish(cmd.Context(), req)
-			if err != nil {
-				return err
+			ctx := cmd.Context()
+			var res *repo.PublishResult
+			var linked *repo.LinkedPublishResult
+			if withLinks {
+				links, err := readLinks(linkFiles)
+				if err != nil {
+					return err
+				}
+				signer, err := loadLinkKey(ctx, g, linkKey)
+				if err != nil {
+					return err
+				}
+				linked, err = w.PublishWithLinks(ctx, repo.LinkedPublishRequest{
+					Document: raw, Source: file, Image: image, Platform: platform,
+					Links: links, PublishSigner: signer, Release: req.Release, Replace: replace,
+				})
+				if err != nil {
+					return err
+				}
+				res = &linked.PublishResult
+			} else {
+				if req.Measurements != nil {
+					if err := refuseWithoutLinks(ctx, w); err != nil {
+						return err
+					}
+				}
+				if res, err = w.Publish(ctx, req); err != nil {
+					return err
+				}
 			}
 			if g.json() {
+				if linked != nil {
+					return g.printJSON(linked)
+				}
 				return g.printJSON(res)
 			}
 			for _, t := range res.Targets {
@@ -202,6 +254,9 @@ signature that stock cosign verifies:
 					continue
 				}
 				fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes) in %s v%d\n", t.Name, t.SHA256, t.Length, t.Bin, t.BinVersion)
+			}
+			if linked != nil {
+				printLinked(g, linked)
 			}
 			if res.Unchanged {
 				fmt.Fprintln(g.stdout, "nothing to do")
@@ -221,6 +276,8 @@ signature that stock cosign verifies:
 	f.StringVar(&goos, "os", "", "CLI release operating system, e.g. linux")
 	f.StringVar(&arch, "arch", "", "CLI release architecture, e.g. amd64")
 	f.BoolVar(&replace, "replace", false, "replace targets already published with different content")
+	f.StringArrayVar(&linkFiles, "link", nil, "in-toto link `FILE` that attests the measurements (repeat for several)")
+	f.StringVar(&linkKey, "link-key", "", "sign the in-toto link of this publish (step publish) with the functionary key `FILE`")
 	addOutputFlag(c, g)
 	return c
 }

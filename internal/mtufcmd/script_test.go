@@ -46,12 +46,21 @@ func TestScripts(t *testing.T) {
 			env.Setenv("MTUF_STATE", filepath.Join(env.WorkDir, "state"))
 			// Test keys only: every script's keys use this password.
 			env.Setenv("MTUF_PASSWORD", "test-password")
+			// Scripts that need an installed tool (in-toto) skip without
+			// it, except in CI, which must have it.
+			env.Setenv("CI", os.Getenv("CI"))
+			setupS3(env)
 			return nil
 		},
+		Condition: s3Condition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitfile": cmdWaitFile,
 			"subst":    cmdSubst,
 			"envfile":  cmdEnvFile,
+			// A real S3 server and its bucket (s3_script_test.go).
+			"s3server":  cmdS3Server,
+			"s3readers": cmdS3Readers,
+			"s3get":     cmdS3Get,
 		},
 	})
 }

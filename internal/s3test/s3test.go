@@ -7,16 +7,20 @@
 //
 // Start changes nothing global. Storage URLs carry no credentials (they end
 // up in workspace files), so code under test finds them in the standard AWS
-// environment variables: a test calls Server.Setenv to point them at the
-// server, which also rules out the developer's own AWS configuration.
+// environment variables: a test calls Server.Setenv (a script, Environ) to
+// point them at the server, which also rules out the developer's own AWS
+// configuration.
 package s3test
 
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,6 +32,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
@@ -44,6 +49,10 @@ type Server struct {
 	Bucket    string
 	AccessKey string
 	SecretKey string
+
+	work    string // temporary directory of the server's files
+	logPath string
+	stop    func()
 }
 
 // URL returns the storage URL of a repository under prefix in the
@@ -57,25 +66,131 @@ func (s *Server) URL(prefix string) string {
 	return u.String()
 }
 
-// Setenv gives the process the server's credentials through the standard
-// AWS environment variables for the rest of the test, and hides any other
-// AWS configuration (profiles, shared files, instance metadata) so that
-// the test sees only this server. Like t.Setenv, it rules out t.Parallel.
+// Environ returns the standard AWS environment variables that give a
+// process the server's credentials and hide any other AWS configuration
+// (profiles, shared files, instance metadata), so that the process sees
+// only this server. dir names the (missing) shared configuration files.
+func (s *Server) Environ(dir string) []string {
+	return []string{
+		"AWS_ACCESS_KEY_ID=" + s.AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + s.SecretKey,
+		"AWS_SESSION_TOKEN=",
+		"AWS_PROFILE=",
+		"AWS_DEFAULT_PROFILE=",
+		"AWS_REGION=",
+		"AWS_DEFAULT_REGION=",
+		"AWS_ENDPOINT_URL=",
+		"AWS_ENDPOINT_URL_S3=",
+		"AWS_CONFIG_FILE=" + filepath.Join(dir, "no-aws-config"),
+		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(dir, "no-aws-credentials"),
+		"AWS_EC2_METADATA_DISABLED=true",
+	}
+}
+
+// Setenv sets Environ in the process for the rest of the test. Like
+// t.Setenv, it rules out t.Parallel.
 func (s *Server) Setenv(t testing.TB) {
 	t.Helper()
-	dir := t.TempDir()
-	t.Setenv("AWS_ACCESS_KEY_ID", s.AccessKey)
-	t.Setenv("AWS_SECRET_ACCESS_KEY", s.SecretKey)
-	t.Setenv("AWS_SESSION_TOKEN", "")
-	t.Setenv("AWS_PROFILE", "")
-	t.Setenv("AWS_DEFAULT_PROFILE", "")
-	t.Setenv("AWS_REGION", "")
-	t.Setenv("AWS_DEFAULT_REGION", "")
-	t.Setenv("AWS_ENDPOINT_URL", "")
-	t.Setenv("AWS_ENDPOINT_URL_S3", "")
-	t.Setenv("AWS_CONFIG_FILE", filepath.Join(dir, "no-aws-config"))
-	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(dir, "no-aws-credentials"))
-	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	for _, kv := range s.Environ(t.TempDir()) {
+		k, v, _ := strings.Cut(kv, "=")
+		t.Setenv(k, v)
+	}
+}
+
+// HTTPURL is the plain HTTP address of the repository under prefix, as
+// an anonymous reader (a client, a CDN) fetches it once AllowAnonymousRead
+// has opened it.
+func (s *Server) HTTPURL(prefix string) string {
+	u := s.Endpoint + "/" + s.Bucket
+	if p := strings.Trim(prefix, "/"); p != "" {
+		u += "/" + p
+	}
+	return u
+}
+
+// Anyone is the principal of SetReadPolicy for anonymous readers.
+const Anyone = "*"
+
+// SetReadPolicy replaces the bucket policy: the principals (access keys of
+// users made by CreateUser, or Anyone) may read, but not list, the objects
+// under prefix, except the keys under prefix named in deny, which they are
+// refused with 403 AccessDenied. The root credentials are never bound by
+// the policy.
+//
+// This is how a bucket behind a CDN or a public website endpoint is set
+// up. AWS answers 403 rather than 404 for a missing key to a reader who may
+// not list the bucket; versitygw v1.8.0 answers 404, so a test that needs
+// the 403 of a missing key names the key in deny.
+func (s *Server) SetReadPolicy(ctx context.Context, prefix string, principals []string, deny ...string) error {
+	base := s.Bucket + "/"
+	if p := strings.Trim(prefix, "/"); p != "" {
+		base += p + "/"
+	}
+	type statement struct {
+		Effect    string   `json:"Effect"`
+		Principal []string `json:"Principal"`
+		Action    string   `json:"Action"`
+		Resource  []string `json:"Resource"`
+	}
+	policy := struct {
+		Version   string      `json:"Version"`
+		Statement []statement `json:"Statement"`
+	}{Version: "2012-10-17"}
+	var denied []string
+	for _, k := range deny {
+		denied = append(denied, "arn:aws:s3:::"+base+strings.TrimPrefix(k, "/"))
+	}
+	// One statement per principal: versitygw refuses "*" beside others.
+	for _, p := range principals {
+		policy.Statement = append(policy.Statement, statement{"Allow", []string{p}, "s3:GetObject", []string{"arn:aws:s3:::" + base + "*"}})
+		if len(denied) > 0 {
+			policy.Statement = append(policy.Statement, statement{"Deny", []string{p}, "s3:GetObject", denied})
+		}
+	}
+	doc, err := json.Marshal(policy)
+	if err != nil {
+		return err
+	}
+	if _, err := s.Client().PutBucketPolicy(ctx, &s3.PutBucketPolicyInput{Bucket: aws.String(s.Bucket), Policy: aws.String(string(doc))}); err != nil {
+		return fmt.Errorf("versitygw: bucket policy for readers of %s: %w", base, err)
+	}
+	return nil
+}
+
+// CreateUser adds a user with no rights of its own: what it may do comes
+// from the bucket policy (SetReadPolicy).
+func (s *Server) CreateUser(ctx context.Context) (accessKey, secretKey string, err error) {
+	a, err := randomHex(4)
+	if err != nil {
+		return "", "", err
+	}
+	if secretKey, err = randomHex(20); err != nil {
+		return "", "", err
+	}
+	accessKey = "mtuf-reader-" + a
+	// The admin API of versitygw: an account as XML, signed by root.
+	body := fmt.Sprintf("<Account><Access>%s</Access><Secret>%s</Secret><Role>user</Role></Account>", accessKey, secretKey)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPatch, s.Endpoint+"/create-user", strings.NewReader(body))
+	if err != nil {
+		return "", "", err
+	}
+	sum := sha256.Sum256([]byte(body))
+	payload := hex.EncodeToString(sum[:])
+	req.Header.Set("X-Amz-Content-Sha256", payload)
+	creds := aws.Credentials{AccessKeyID: s.AccessKey, SecretAccessKey: s.SecretKey}
+	if err := v4.NewSigner().SignHTTP(ctx, creds, req, payload, "s3", s.Region, time.Now()); err != nil {
+		return "", "", err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", "", fmt.Errorf("versitygw: create user: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return "", "", fmt.Errorf("versitygw: create user: %s: %s", resp.Status, msg)
+	}
+	return accessKey, secretKey, nil
 }
 
 // Client returns an S3 client for the server with its root credentials,
@@ -89,73 +204,138 @@ func (s *Server) Client() *s3.Client {
 	})
 }
 
-// Start runs versitygw with a POSIX backend in a temporary directory, on a
-// free loopback port, and creates an empty bucket. The server supports
-// bucket versioning, which a test can turn on through Client; the bucket
-// starts without it because versitygw v1.8.0 lets If-Match succeed on a
-// key whose current version is a delete marker. The server stops when the
-// test ends.
+// ErrNotInstalled is returned by Run when there is no versitygw binary.
+var ErrNotInstalled = errors.New("versitygw not found in $MTUF_TOOLS_BIN, .tools/bin or PATH; " + installHint)
+
+// Start runs a server for the rest of the test (see Run). The test skips
+// when versitygw is not installed, and fails under CI=true, where a missing
+// server means a broken CI setup.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := find(t)
-	root := t.TempDir()
+	s, err := Run(context.Background())
+	if errors.Is(err, ErrNotInstalled) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: %v", err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("versitygw log: %s", s.Log())
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("stop versitygw: %v", err)
+		}
+	})
+	return s
+}
+
+// Run starts versitygw with a POSIX backend in a temporary directory, on a
+// free loopback port, and creates an empty bucket; Close stops it and
+// removes the directory. It is for callers without a testing.TB, such as
+// testscript commands; tests use Start.
+//
+// The server supports bucket versioning, which a test can turn on through
+// Client; the bucket starts without it because versitygw v1.8.0 lets
+// If-Match succeed on a key whose current version is a delete marker.
+func Run(ctx context.Context) (*Server, error) {
+	bin, err := find()
+	if err != nil {
+		return nil, err
+	}
+	access, err := randomHex(4)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := randomHex(20)
+	if err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp("", "mtuf-versitygw-")
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
 		Region:    "us-east-1",
 		Bucket:    "mtuf-test",
-		AccessKey: "mtuf-test-" + randomHex(t, 4),
-		SecretKey: randomHex(t, 20),
+		AccessKey: "mtuf-test-" + access,
+		SecretKey: secret,
+		work:      work,
 	}
 	// A free port can be taken by someone else between the probe and the
 	// server's own listen: try a few.
-	var err error
 	for range 3 {
-		if err = s.run(t, bin, root); err == nil {
+		if err = s.run(ctx, bin); err == nil {
 			break
 		}
 	}
 	if err != nil {
-		t.Fatalf("start versitygw: %v", err)
+		os.RemoveAll(work)
+		return nil, fmt.Errorf("start versitygw: %w", err)
 	}
-
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	client := s.Client()
-	if _, err := client.CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)}); err != nil {
-		t.Fatalf("versitygw: create bucket %s: %v", s.Bucket, err)
+	if _, err := s.Client().CreateBucket(cctx, &s3.CreateBucketInput{Bucket: aws.String(s.Bucket)}); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("versitygw: create bucket %s: %w", s.Bucket, err)
 	}
-	return s
+	return s, nil
 }
 
+// Close stops the server and removes its files.
+func (s *Server) Close() error {
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	return os.RemoveAll(s.work)
+}
+
+// Log returns the end of the server's log, to show when a test fails.
+func (s *Server) Log() string { return logTail(s.logPath) }
+
 // run starts one versitygw process and waits until it answers its health
-// check; the process is stopped when the test ends.
-func (s *Server) run(t testing.TB, bin, root string) error {
+// check.
+func (s *Server) run(ctx context.Context, bin string) error {
 	port, err := freePort()
 	if err != nil {
 		return err
 	}
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	work := t.TempDir()
-	versions := filepath.Join(work, "versions")
-	if err := os.Mkdir(versions, 0o755); err != nil {
+	root, err := os.MkdirTemp(s.work, "root-")
+	if err != nil {
 		return err
 	}
-	logPath := filepath.Join(work, "versitygw.log")
-	logFile, err := os.Create(logPath)
+	versions, err := os.MkdirTemp(s.work, "versions-")
+	if err != nil {
+		return err
+	}
+	s.logPath = filepath.Join(s.work, "versitygw.log")
+	logFile, err := os.OpenFile(s.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
 	defer logFile.Close()
 
+	iam, err := os.MkdirTemp(s.work, "iam-")
+	if err != nil {
+		return err
+	}
 	cmd := exec.Command(bin,
 		"--port", addr,
 		"--health", "/health",
 		"--quiet",
+		"--iam-dir", iam,
 		"posix", "--versioning-dir", versions, root)
 	// Keys on the environment, not the command line, where other users of
 	// the machine could read them.
 	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s.AccessKey, "ROOT_SECRET_KEY="+s.SecretKey)
 	cmd.Stdout = logFile
 	cmd.Stderr = logFile
+	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("%s: %w", bin, err)
 	}
@@ -177,7 +357,10 @@ func (s *Server) run(t testing.TB, bin, root string) error {
 	for {
 		select {
 		case err := <-exited:
-			return fmt.Errorf("versitygw exited at start (%v): %s", err, logTail(logPath))
+			return fmt.Errorf("versitygw exited at start (%v): %s", err, logTail(s.logPath))
+		case <-ctx.Done():
+			stop()
+			return ctx.Err()
 		default:
 		}
 		resp, err := client.Get(endpoint + "/health")
@@ -189,22 +372,22 @@ func (s *Server) run(t testing.TB, bin, root string) error {
 		}
 		if time.Now().After(deadline) {
 			stop()
-			return fmt.Errorf("versitygw did not answer on %s within 30s: %s", addr, logTail(logPath))
+			return fmt.Errorf("versitygw did not answer on %s within 30s: %s", addr, logTail(s.logPath))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	s.Endpoint = endpoint
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("versitygw log: %s", logTail(logPath))
-		}
-	})
+	s.stop = stop
 	return nil
 }
 
-func find(t testing.TB) string {
-	t.Helper()
+// Installed tells whether Run can find versitygw.
+func Installed() bool {
+	_, err := find()
+	return err == nil
+}
+
+func find() (string, error) {
 	var candidates []string
 	if dir := os.Getenv("MTUF_TOOLS_BIN"); dir != "" {
 		candidates = append(candidates, filepath.Join(dir, "versitygw"))
@@ -214,17 +397,13 @@ func find(t testing.TB) string {
 	}
 	for _, c := range candidates {
 		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return c
+			return c, nil
 		}
 	}
 	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
+		return p, nil
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("versitygw not found in $MTUF_TOOLS_BIN, .tools/bin or PATH; CI must %s", installHint)
-	}
-	t.Skipf("versitygw not found in $MTUF_TOOLS_BIN, .tools/bin or PATH; %s", installHint)
-	return ""
+	return "", ErrNotInstalled
 }
 
 func moduleRoot() (string, error) {
@@ -253,12 +432,12 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func randomHex(t testing.TB, n int) string {
+func randomHex(n int) (string, error) {
 	b := make([]byte, n)
 	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
-	return hex.EncodeToString(b)
+	return hex.EncodeToString(b), nil
 }
 
 func logTail(path string) string {
