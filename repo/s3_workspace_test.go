@@ -22,18 +22,46 @@ import (
 	"github.com/mtuf/mtuf/metadata"
 )
 
-// newS3Repo creates a repository under prefix in srv's bucket, opened to
-// anonymous readers as a bucket behind a CDN is, and returns it with the
-// plain HTTP address clients read it from.
-func newS3Repo(t *testing.T, srv *s3test.Server, prefix string) (*testRepo, string) {
-	t.Helper()
+// s3Fixture is one S3 server and one set of keys for the repositories of
+// the S3 tests: each gets a prefix of the bucket.
+type s3Fixture struct {
+	srv  *s3test.Server
+	cfg  InitConfig
+	keys map[string]string
+}
+
+// TestS3Repository runs the repository on object storage: every workspace
+// operation, racing publishers, and publishes interrupted at every write.
+func TestS3Repository(t *testing.T) {
+	srv := s3test.Start(t)
 	srv.Setenv(t)
-	if err := srv.SetReadPolicy(context.Background(), prefix, []string{s3test.Anyone}); err != nil {
+	cfg, k := testInitConfig(t, t.TempDir())
+	fx := &s3Fixture{srv: srv, cfg: cfg, keys: k}
+	for _, tc := range []struct {
+		name string
+		test func(*testing.T, *s3Fixture)
+	}{
+		{"workspace", testS3Workspace},
+		{"race: no lost update", testS3PublishRaceNoLostUpdate},
+		{"race: loses every time", testS3PublishLosesEveryRace},
+		{"concurrent publishers", testS3ConcurrentPublishers},
+		{"interrupted at every write", testS3PublishInterruptedAtEveryWrite},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.test(t, fx) })
+	}
+}
+
+// newS3Repo creates a repository under prefix in the fixture's bucket,
+// opened to anonymous readers as a bucket behind a CDN is, and returns it
+// with the plain HTTP address clients read it from.
+func newS3Repo(t *testing.T, fx *s3Fixture, prefix string) (*testRepo, string) {
+	t.Helper()
+	if err := fx.srv.SetReadPolicy(context.Background(), prefix, []string{s3test.Anyone}); err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	cfg, k := testInitConfig(t, dir)
-	cfg.Storage = srv.URL(prefix)
+	cfg := fx.cfg
+	cfg.Storage = fx.srv.URL(prefix)
 	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, testPW(), nil)
 	if err != nil {
 		t.Fatalf("Init on %s: %v", cfg.Storage, err)
@@ -41,7 +69,7 @@ func newS3Repo(t *testing.T, srv *s3test.Server, prefix string) (*testRepo, stri
 	if _, ok := ws.Storage.(*S3Storage); !ok {
 		t.Fatalf("workspace storage is %T, want *S3Storage", ws.Storage)
 	}
-	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: k, cfg: cfg}, srv.HTTPURL(prefix)
+	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: fx.keys, cfg: cfg}, fx.srv.HTTPURL(prefix)
 }
 
 // fetchFrom is what a client sees: a fresh go-tuf updater over plain HTTP
@@ -96,10 +124,10 @@ func s3Root(t *testing.T, st Storage) []byte {
 // Every workspace operation works on a bucket as on a directory: init,
 // publish, status, refresh, stage/sign/commit; clients read the result
 // over plain HTTP.
-func TestS3Workspace(t *testing.T) {
+func testS3Workspace(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	srv := s3test.Start(t)
-	r, base := newS3Repo(t, srv, "repos/prod")
+	srv := fx.srv
+	r, base := newS3Repo(t, fx, "repos/prod")
 	root := s3Root(t, r.ws.Storage)
 	if got := fetchFrom(t, base, root, "measurements/v1.0.0/qemu-vtpm/measurements.json"); got != nil {
 		t.Fatal("an empty repository serves a target")
@@ -259,10 +287,9 @@ func openS3Workspace(t *testing.T, r *testRepo) *Workspace {
 // Publisher A reads the repository, publisher B publishes meanwhile, then
 // A tries to replace timestamp.json: its If-Match fails, and A publishes
 // again on top of B's state. No update is lost.
-func TestS3PublishRaceNoLostUpdate(t *testing.T) {
+func testS3PublishRaceNoLostUpdate(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	srv := s3test.Start(t)
-	r, base := newS3Repo(t, srv, "race")
+	r, base := newS3Repo(t, fx, "race")
 	root := s3Root(t, r.ws.Storage)
 
 	a, b := openS3Workspace(t, r), openS3Workspace(t, r)
@@ -321,10 +348,9 @@ func (l *alwaysLosing) ReplaceIf(ctx context.Context, name string, data []byte, 
 
 // A publisher that keeps losing gives up with an error that says so and
 // what to do, having changed nothing clients see; run again, it succeeds.
-func TestS3PublishLosesEveryRace(t *testing.T) {
+func testS3PublishLosesEveryRace(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	srv := s3test.Start(t)
-	r, base := newS3Repo(t, srv, "busy")
+	r, base := newS3Repo(t, fx, "busy")
 	root := s3Root(t, r.ws.Storage)
 	a := openS3Workspace(t, r)
 	loser := &alwaysLosing{S3Storage: a.Storage.(*S3Storage), rival: openS3Workspace(t, r)}
@@ -362,10 +388,9 @@ func TestS3PublishLosesEveryRace(t *testing.T) {
 
 // Publishers in separate workspaces, with separate S3 clients, publish at
 // once on one bucket: every target is published.
-func TestS3ConcurrentPublishers(t *testing.T) {
+func testS3ConcurrentPublishers(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	srv := s3test.Start(t)
-	r, base := newS3Repo(t, srv, "")
+	r, base := newS3Repo(t, fx, "many")
 	root := s3Root(t, r.ws.Storage)
 	const n = 6
 	var wg sync.WaitGroup
@@ -437,10 +462,9 @@ func (f *failingS3) ReplaceIf(ctx context.Context, name string, data []byte, eta
 // A publish to a bucket that fails at any one of its writes leaves a
 // bucket in which a client sees the whole old state, and the next publish
 // succeeds on top of what the failed one left behind.
-func TestS3PublishInterruptedAtEveryWrite(t *testing.T) {
+func testS3PublishInterruptedAtEveryWrite(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	srv := s3test.Start(t)
-	r, base := newS3Repo(t, srv, "crash")
+	r, base := newS3Repo(t, fx, "crash")
 	root := s3Root(t, r.ws.Storage)
 	const name = "measurements/v1.0.0/qemu-vtpm/measurements.json"
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {

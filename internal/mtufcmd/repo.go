@@ -468,25 +468,25 @@ SIGTERM.`,
 			if err != nil {
 				return usageErr("%v", err)
 			}
-			fs, ok := st.(*repo.FileStorage)
-			if !ok {
-				return usageErr("repo serve serves a directory (file://DIR)")
+			if _, err := st.Get(cmd.Context(), "metadata/1.root.json"); err != nil {
+				return fmt.Errorf("%s holds no repository (%v): run 'mtuf repo init' first", storage, err)
 			}
-			if _, err := os.Stat(fs.Dir() + "/metadata"); err != nil {
-				return fmt.Errorf("%s holds no repository (no metadata directory): run 'mtuf repo init' first", fs.Dir())
+			handler := repo.StorageHandler(st)
+			if fs, ok := st.(*repo.FileStorage); ok {
+				handler = repo.Handler(fs.Dir())
 			}
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
 			}
-			srv := &http.Server{Handler: repo.Handler(fs.Dir()), ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 			if readyFile != "" {
 				if err := writeReady(readyFile, ln.Addr().String()); err != nil {
 					ln.Close()
 					return err
 				}
 			}
-			fmt.Fprintf(g.stdout, "serving %s on http://%s\n", fs.Dir(), ln.Addr())
+			fmt.Fprintf(g.stdout, "serving %s on http://%s\n", storage, ln.Addr())
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {
