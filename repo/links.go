@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"slices"
 
-	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
-
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -288,24 +286,9 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 		}
 		record(pt, t)
 	}
-	if res.Unchanged {
-		res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
-		return res, nil
-	}
-	// Unlock every key before the first write, so that a wrong password
-	// or a wrong key leaves the repository untouched.
-	for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
-		if _, err := w.signers(ctx, s, role); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.commit(ctx, files, w.signers, w.expiry); err != nil {
+	if err := w.commitPublish(ctx, s, files, &res.PublishResult); err != nil {
 		return nil, err
 	}
-	for i := range res.Targets {
-		res.Targets[i].BinVersion = s.snapshot.Signed.Meta[res.Targets[i].Bin+".json"].Version
-	}
-	res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
 	return res, nil
 }
 

@@ -171,25 +171,32 @@ func (w *Workspace) tryPublish(ctx context.Context, targets []Target, rel *Relea
 		}
 		res.Targets = append(res.Targets, *pt)
 	}
-	if res.Unchanged {
-		res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
-		return res, nil
-	}
-	// Unlock every key before the first write, so that a wrong password
-	// or a wrong key leaves the repository untouched.
-	for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
-		if _, err := w.signers(ctx, s, role); err != nil {
-			return nil, err
-		}
-	}
-	if err := s.commit(ctx, files, w.signers, w.expiry); err != nil {
+	if err := w.commitPublish(ctx, s, files, res); err != nil {
 		return nil, err
 	}
-	for i := range res.Targets {
-		res.Targets[i].BinVersion = s.snapshot.Signed.Meta[res.Targets[i].Bin+".json"].Version
+	return res, nil
+}
+
+// commitPublish writes a publish's changes, unless nothing changed, and
+// records the versions written in res. Every key is unlocked before the
+// first write, so that a wrong password or a wrong key leaves the
+// repository untouched.
+func (w *Workspace) commitPublish(ctx context.Context, s *state, files map[string][]byte, res *PublishResult) error {
+	if !res.Unchanged {
+		for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
+			if _, err := w.signers(ctx, s, role); err != nil {
+				return err
+			}
+		}
+		if err := s.commit(ctx, files, w.signers, w.expiry); err != nil {
+			return err
+		}
+		for i := range res.Targets {
+			res.Targets[i].BinVersion = s.snapshot.Signed.Meta[res.Targets[i].Bin+".json"].Version
+		}
 	}
 	res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
-	return res, nil
+	return nil
 }
 
 // addTarget puts a target into its bin, marking the bin changed unless it
