@@ -15,7 +15,7 @@ VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
 # supply chain tools).
 APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
-GOTEST_FLAGS  ?= -race -count=1 -timeout 20m
+GOTEST_FLAGS  ?= -race -count=1 -timeout 45m
 
 export MTUF_TOOLS_BIN := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
