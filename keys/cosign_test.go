@@ -15,6 +15,8 @@ import (
 	"time"
 
 	tufmeta "github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 // The fixture key pair in testdata was made by cosign v2.6.5 itself (see
@@ -82,48 +84,11 @@ func TestCosignFixture(t *testing.T) {
 	}
 }
 
-// findCosign looks for the cosign binary in $MTUF_TOOLS_BIN, then in
-// .tools/bin at the module root (where the project's scripts install it),
-// then on PATH.
+// findCosign finds the cosign binary where 'make tools' installs it; see
+// testtool.Find.
 func findCosign(t *testing.T) string {
 	t.Helper()
-	var candidates []string
-	if dir := os.Getenv("MTUF_TOOLS_BIN"); dir != "" {
-		candidates = append(candidates, filepath.Join(dir, "cosign"))
-	}
-	if root, err := moduleRoot(); err == nil {
-		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "cosign"))
-	}
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return c
-		}
-	}
-	if p, err := exec.LookPath("cosign"); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("cosign not found in $MTUF_TOOLS_BIN, .tools/bin or PATH; CI must install it (go install github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5)")
-	}
-	t.Skip("cosign not found in $MTUF_TOOLS_BIN, .tools/bin or PATH")
-	return ""
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above " + dir)
-		}
-		dir = parent
-	}
+	return testtool.Find(t, "cosign", testtool.CosignHint)
 }
 
 // cosignRunner runs cosign offline in a scratch home directory.

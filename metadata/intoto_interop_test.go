@@ -21,24 +21,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 // runKeyTypes are the key types in-toto-run 1.3.1 signs with: it verifies
 // ECDSA P-384 signatures but cannot make them.
 var runKeyTypes = []string{"ed25519", "ecdsa-p256", "rsa"}
 
-// requireInToto returns the path of an in-toto 1.3.1 tool, skipping the test
-// when it is not installed, unless in CI, which must run these tests.
+// requireInToto returns the path of an in-toto 1.3.1 tool; see
+// testtool.Find for what happens when it is missing.
 func requireInToto(t *testing.T, tool string) string {
 	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not found in PATH; CI must install Debian's in-toto package (apt-get install in-toto)", tool)
-		}
-		t.Skipf("%s not found in PATH (install Debian's in-toto package to run this test)", tool)
-	}
-	return p
+	return testtool.Find(t, tool, "Debian's in-toto package (apt-get install in-toto, as make test does)")
 }
 
 // runInToto runs an in-toto tool in dir and returns its combined output
