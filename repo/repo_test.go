@@ -415,29 +415,32 @@ type failingStorage struct {
 	mu     sync.Mutex
 	writes int
 	failAt int
+	// failed names the write that was failed.
+	failed string
 }
 
 var errInjected = errors.New("injected failure")
 
-func (f *failingStorage) hit() error {
+func (f *failingStorage) hit(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes++
 	if f.writes == f.failAt {
+		f.failed = name
 		return errInjected
 	}
 	return nil
 }
 
 func (f *failingStorage) PutOnce(ctx context.Context, name string, data []byte) error {
-	if err := f.hit(); err != nil {
+	if err := f.hit(name); err != nil {
 		return err
 	}
 	return f.Storage.PutOnce(ctx, name, data)
 }
 
 func (f *failingStorage) Replace(ctx context.Context, name string, data []byte) error {
-	if err := f.hit(); err != nil {
+	if err := f.hit(name); err != nil {
 		return err
 	}
 	return f.Storage.Replace(ctx, name, data)
@@ -453,6 +456,7 @@ func TestPublishInterruptedAtEveryWrite(t *testing.T) {
 	}
 	old := fetch(t, r.storage, "measurements/v1.0.0/qemu-vtpm/measurements.json")
 	base := r.ws.Storage
+	var failedWrites []string
 	for k := 1; ; k++ {
 		fs := &failingStorage{Storage: base, failAt: k}
 		r.ws.Storage = fs
@@ -471,6 +475,7 @@ func TestPublishInterruptedAtEveryWrite(t *testing.T) {
 		if !errors.Is(err, errInjected) {
 			t.Fatalf("write %d: %v", k, err)
 		}
+		failedWrites = append(failedWrites, fs.failed)
 		got := fetch(t, r.storage, "measurements/v1.0.0/qemu-vtpm/measurements.json")
 		if !bytes.Equal(got, old) {
 			t.Fatalf("after a failure at write %d the client sees a changed target", k)
@@ -486,6 +491,14 @@ func TestPublishInterruptedAtEveryWrite(t *testing.T) {
 		}
 		if got := fetch(t, r.storage, "cli/v1.0.0/linux-amd64/mtuf"); string(got) != fmt.Sprintf("binary %d", k) {
 			t.Fatalf("retry after write %d: binary %q", k, got)
+		}
+	}
+	// Every kind of write was interrupted: each target file, both bins,
+	// the snapshot and timestamp.json.
+	joined := strings.Join(failedWrites, " ")
+	for _, want := range []string{"targets/measurements/", ".mtuf.sig", ".mtuf ", "measurements-bin-", "releases-bin-", "snapshot.json", "metadata/timestamp.json"} {
+		if !strings.Contains(joined+" ", want) {
+			t.Errorf("no failure injected at a write of %s (failed: %s)", want, joined)
 		}
 	}
 }

@@ -5,7 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -193,12 +194,15 @@ type signerSet func(ctx context.Context, s *state, role string) ([]signature.Sig
 // skipped, since no snapshot refers to them; the timestamp is the single
 // point where one publish wins.
 func (s *state) commit(ctx context.Context, files map[string][]byte, signers signerSet, expiry func(role string) time.Time) error {
-	for name, data := range files {
-		if err := s.st.PutOnce(ctx, name, data); err != nil {
+	// One order on every run (sorted names), so that a crash or a failed
+	// write stops a publish at a point that can be reasoned about and
+	// replayed.
+	for _, name := range sortedKeys(files) {
+		if err := s.st.PutOnce(ctx, name, files[name]); err != nil {
 			return err
 		}
 	}
-	for _, name := range sortedKeys(presignedNames(s.presigned)) {
+	for _, name := range sortedKeys(s.presigned) {
 		md := s.roles[name]
 		if err := s.st.PutOnce(ctx, fmt.Sprintf("metadata/%d.%s.json", md.Signed.Version, name), s.presigned[name]); err != nil {
 			return err
@@ -307,19 +311,6 @@ func signAndEncode[T tuf.Roles](md *tuf.Metadata[T], signers []signature.Signer)
 	return md.ToBytes(false)
 }
 
-func sortedKeys(m map[string]bool) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	return out
-}
-
-func presignedNames(m map[string][]byte) map[string]bool {
-	out := map[string]bool{}
-	for k := range m {
-		out[k] = true
-	}
-	return out
+func sortedKeys[V any](m map[string]V) []string {
+	return slices.Sorted(maps.Keys(m))
 }
