@@ -15,7 +15,10 @@ VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
 # supply chain tools).
 APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
-GOTEST_FLAGS  ?= -race -count=1 -timeout 45m
+# -shuffle=on runs tests and benchmarks in a random order, so that a test that
+# depends on another's leftovers fails; go test prints the seed ("-test.shuffle
+# N") so that a failing order can be replayed with -shuffle=N.
+GOTEST_FLAGS  ?= -race -count=1 -shuffle=on -timeout 45m
 
 export MTUF_TOOLS_BIN := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
