@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+
+	"github.com/mtuf/mtuf/internal/safefile"
 )
 
 // WriteKeyPair writes priv, encrypted with password, to NAME.key (mode 0600)
@@ -60,64 +62,16 @@ func WriteKeyPair(name string, priv crypto.Signer, password []byte) error {
 	return nil
 }
 
-// publishFile writes data to path through a temporary file in the same
-// directory. The final step is a hard link rather than a rename because a
-// link fails when path exists, where a rename would replace it.
-func publishFile(path string, data []byte, mode fs.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	tmpName := tmp.Name()
-	defer func() {
-		// On success the data lives on under path; the temporary name goes
-		// either way.
-		if rmErr := os.Remove(tmpName); rmErr != nil && !errors.Is(rmErr, fs.ErrNotExist) && err == nil {
-			err = fmt.Errorf("removing temporary file %s: %w", tmpName, rmErr)
-		}
-	}()
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
-	}
-	if err := os.Link(tmpName, path); err != nil {
+// publishFile writes data to path, never over an existing file: a key
+// file replaced by mistake would lose the key for good.
+func publishFile(path string, data []byte, mode fs.FileMode) error {
+	if err := safefile.Create(path, data, mode); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return fmt.Errorf("%s already exists: remove it or choose another name", path)
 		}
-		// Some filesystems have no hard links; fall back to a rename after
-		// checking again that nothing is in the way.
-		if _, statErr := os.Lstat(path); statErr == nil {
-			return fmt.Errorf("%s already exists: remove it or choose another name", path)
-		}
-		if err := os.Rename(tmpName, path); err != nil {
-			return fmt.Errorf("writing %s: %w", path, err)
-		}
+		return err
 	}
-	syncDir(dir)
 	return nil
-}
-
-// syncDir makes the new directory entry durable where the platform allows;
-// failure only weakens durability after a crash, so it is not reported.
-func syncDir(dir string) {
-	d, err := os.Open(dir)
-	if err != nil {
-		return
-	}
-	_ = d.Sync()
-	_ = d.Close()
 }
 
 // uriScheme matches the scheme of a key reference such as

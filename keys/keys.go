@@ -1,16 +1,16 @@
 package keys
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
 	"fmt"
 	"strings"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
 // Type names a kind of key that mtuf generates.
@@ -100,13 +100,10 @@ func checkPublic(pub crypto.PublicKey) error {
 	}
 }
 
-// Equal tells whether two public keys are the same key, whatever their Go
-// representation, by comparing their PKIX encodings.
+// Equal tells whether two public keys are the same key. It is sigstore's
+// comparison (cryptoutils.EqualKeys), so a key matches here exactly when
+// cosign would take it as the same; a key type neither supports is equal to
+// nothing.
 func Equal(a, b crypto.PublicKey) bool {
-	da, err := x509.MarshalPKIXPublicKey(a)
-	if err != nil {
-		return false
-	}
-	db, err := x509.MarshalPKIXPublicKey(b)
-	return err == nil && bytes.Equal(da, db)
+	return cryptoutils.EqualKeys(a, b) == nil
 }

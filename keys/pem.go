@@ -10,22 +10,19 @@ import (
 	"fmt"
 
 	"github.com/secure-systems-lab/go-securesystemslib/encrypted"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"golang.org/x/crypto/nacl/secretbox"
 )
 
 // PEM block types. cosign writes pemSigstorePrivate since v1.x and still
-// reads pemCosignPrivate, which older cosign releases wrote.
+// reads pemCosignPrivate, which older cosign releases wrote; cryptoutils
+// does not export the legacy name, so both are spelled out here.
 const (
-	pemSigstorePrivate = "ENCRYPTED SIGSTORE PRIVATE KEY"
+	pemSigstorePrivate = string(cryptoutils.EncryptedSigstorePrivateKeyPEMType)
 	pemCosignPrivate   = "ENCRYPTED COSIGN PRIVATE KEY"
-	pemPublic          = "PUBLIC KEY"
-	pemCertificate     = "CERTIFICATE"
+	pemPublic          = string(cryptoutils.PublicKeyPEMType)
+	pemCertificate     = string(cryptoutils.CertificatePEMType)
 )
-
-// kdfStrength is the scrypt work factor for new key files: the one cosign
-// uses (encrypted.Encrypt's Standard level, N=2^16, r=8, p=1, about 100 ms
-// and 64 MiB per attempt), so our files and cosign's cost an attacker the same.
-const kdfStrength = encrypted.Standard
 
 // ErrWrongPassword reports that a private key file did not decrypt with the
 // password given. The cipher is authenticated, so a file whose ciphertext was
@@ -33,7 +30,10 @@ const kdfStrength = encrypted.Standard
 var ErrWrongPassword = errors.New("wrong password")
 
 // MarshalPrivate encrypts priv with password into a cosign-compatible
-// "ENCRYPTED SIGSTORE PRIVATE KEY" PEM block.
+// "ENCRYPTED SIGSTORE PRIVATE KEY" PEM block. The encoding is cosign's own
+// (sigstore's cryptoutils): PKCS#8 sealed by encrypted.Encrypt, whose scrypt
+// work factor is encrypted.Standard (N=2^16, r=8, p=1, about 100 ms and
+// 64 MiB per attempt), so our files and cosign's cost an attacker the same.
 func MarshalPrivate(priv crypto.Signer, password []byte) ([]byte, error) {
 	if priv == nil {
 		return nil, errors.New("no private key to encode")
@@ -41,16 +41,16 @@ func MarshalPrivate(priv crypto.Signer, password []byte) ([]byte, error) {
 	if err := checkPublic(priv.Public()); err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, fmt.Errorf("encoding private key as PKCS#8 (keys held in hardware cannot be exported): %w", err)
+	if password == nil {
+		// cryptoutils takes a nil password for "do not encrypt"; an empty
+		// one still encrypts, as encrypted.Encrypt does with nil.
+		password = []byte{}
 	}
-	defer clear(der)
-	enc, err := encrypted.EncryptWithCustomKDFParameters(der, password, kdfStrength)
+	enc, err := cryptoutils.MarshalPrivateKeyToEncryptedDER(priv, cryptoutils.StaticPasswordFunc(password))
 	if err != nil {
-		return nil, fmt.Errorf("encrypting private key: %w", err)
+		return nil, fmt.Errorf("encoding private key as encrypted PKCS#8 (keys held in hardware cannot be exported): %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: pemSigstorePrivate, Bytes: enc}), nil
+	return cryptoutils.PEMEncode(cryptoutils.EncryptedSigstorePrivateKeyPEMType, enc), nil
 }
 
 // MarshalPublic encodes pub as a PEM "PUBLIC KEY" block (PKIX).
@@ -58,15 +58,21 @@ func MarshalPublic(pub crypto.PublicKey) ([]byte, error) {
 	if err := checkPublic(pub); err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKIXPublicKey(pub)
+	data, err := cryptoutils.MarshalPublicKeyToPEM(pub)
 	if err != nil {
 		return nil, fmt.Errorf("encoding public key: %w", err)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: pemPublic, Bytes: der}), nil
+	return data, nil
 }
 
 // ParsePrivate decrypts a private key file written by MarshalPrivate or by
 // cosign. A wrong password gives an error that matches ErrWrongPassword.
+//
+// This stays our own rather than cryptoutils.UnmarshalPEMToPrivateKey, which
+// reads unencrypted keys too, knows no bound on the scrypt parameters of the
+// file before it derives a key, returns the decryption and the PKCS#8 errors
+// unwrapped so that a wrong password cannot be told from a corrupt file, and
+// leaves the decrypted key material in memory.
 func ParsePrivate(pemData, password []byte) (crypto.Signer, error) {
 	block, err := decodePEM(pemData)
 	if err != nil {
@@ -116,7 +122,8 @@ func ParsePublic(data []byte) (crypto.PublicKey, error) {
 	var pub crypto.PublicKey
 	switch block.Type {
 	case pemPublic:
-		pub, err = x509.ParsePKIXPublicKey(block.Bytes)
+		// The same first block that decodePEM found.
+		pub, err = cryptoutils.UnmarshalPEMToPublicKey(data)
 		if err != nil {
 			return nil, fmt.Errorf("public key is corrupt: %w", err)
 		}

@@ -10,6 +10,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/mtuf/mtuf/internal/safefile"
 )
 
 // FileStorage keeps a repository in a local directory, which any web
@@ -54,8 +56,9 @@ func (s *FileStorage) Get(ctx context.Context, name string) ([]byte, error) {
 }
 
 // PutOnce implements Storage. The file is written to a temporary name,
-// synced, and hard-linked into place: link fails if the name exists, so two
-// writers cannot both create it, and a reader never sees a partial file.
+// synced, and hard-linked into place (safefile.Create): link fails if the
+// name exists, so two writers cannot both create it, and a reader never
+// sees a partial file.
 func (s *FileStorage) PutOnce(ctx context.Context, name string, data []byte) error {
 	p, err := s.path(name)
 	if err != nil {
@@ -64,24 +67,18 @@ func (s *FileStorage) PutOnce(ctx context.Context, name string, data []byte) err
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	tmp, err := writeTemp(filepath.Dir(p), data)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
+	err = safefile.Create(p, data, 0o644)
+	if err == nil || !errors.Is(err, fs.ErrExist) {
+		return err
 	}
-	defer os.Remove(tmp)
-	if err := os.Link(tmp, p); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return fmt.Errorf("write %s: %w", name, err)
-		}
-		existing, rerr := os.ReadFile(p)
-		if rerr != nil {
-			return fmt.Errorf("write %s: %w", name, rerr)
-		}
-		if !bytes.Equal(existing, data) {
-			return fmt.Errorf("write %s: %w", name, ErrExists)
-		}
+	existing, rerr := os.ReadFile(p)
+	if rerr != nil {
+		return fmt.Errorf("write %s: %w", name, rerr)
 	}
-	return syncDir(filepath.Dir(p))
+	if !bytes.Equal(existing, data) {
+		return fmt.Errorf("write %s: %w", name, ErrExists)
+	}
+	return nil
 }
 
 // Replace implements Storage with write-to-temp, fsync and rename.
@@ -93,48 +90,5 @@ func (s *FileStorage) Replace(ctx context.Context, name string, data []byte) err
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
-	tmp, err := writeTemp(filepath.Dir(p), data)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write %s: %w", name, err)
-	}
-	return syncDir(filepath.Dir(p))
-}
-
-func writeTemp(dir string, data []byte) (string, error) {
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return "", err
-	}
-	name := f.Name()
-	_, werr := f.Write(data)
-	if werr == nil {
-		werr = f.Chmod(0o644)
-	}
-	if werr == nil {
-		werr = f.Sync()
-	}
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr != nil {
-		os.Remove(name)
-		return "", werr
-	}
-	return name, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
+	return safefile.WriteFile(p, data, 0o644)
 }

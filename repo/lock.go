@@ -2,12 +2,10 @@ package repo
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
-	"syscall"
-	"time"
+
+	"github.com/mtuf/mtuf/internal/safefile"
 )
 
 // Locker is a Storage that can serialize publishers. The file storage
@@ -21,31 +19,16 @@ type Locker interface {
 // handler never serves dot files.
 const lockFile = ".mtuf-publish.lock"
 
-// Lock implements Locker with flock(2), polling so that ctx bounds the
-// wait. The lock is released when the process dies, so a killed publisher
-// never blocks the next one.
+// Lock implements Locker with a file lock that waits as long as ctx
+// allows. The lock is released when the process dies, so a killed
+// publisher never blocks the next one.
 func (s *FileStorage) Lock(ctx context.Context) (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, lockFile), os.O_CREATE|os.O_RDWR, 0o644)
+	unlock, err := safefile.Lock(ctx, filepath.Join(s.dir, lockFile), 0o644)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("another publisher holds the lock on %s: %w", s.dir, ctx.Err())
+		}
 		return nil, fmt.Errorf("lock %s: %w", s.dir, err)
 	}
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() {
-				syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-				f.Close()
-			}, nil
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", s.dir, err)
-		}
-		select {
-		case <-ctx.Done():
-			f.Close()
-			return nil, fmt.Errorf("another publisher holds the lock on %s: %w", s.dir, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	return unlock, nil
 }

@@ -13,6 +13,8 @@ import (
 	"fmt"
 	"math/big"
 	"time"
+
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
 // DefaultAKCertValidity is how long an AK certificate issued at start-up is
@@ -57,7 +59,7 @@ func (ca *CA) Check() error {
 	if c.KeyUsage != 0 && c.KeyUsage&x509.KeyUsageCertSign == 0 {
 		return fmt.Errorf("AK CA certificate %q does not allow signing certificates (key usage keyCertSign is missing)", c.Subject)
 	}
-	if pub, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pub.Equal(ca.Key.Public()) {
+	if cryptoutils.EqualKeys(c.PublicKey, ca.Key.Public()) != nil {
 		return fmt.Errorf("the AK CA private key does not belong to the AK CA certificate %q", c.Subject)
 	}
 	now := ca.now()

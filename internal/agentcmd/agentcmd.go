@@ -14,7 +14,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agent"
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/internal/tpm"
 )
 
@@ -231,23 +231,23 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	defer srv.Close()
 
 	if opts.akPubOut != "" {
-		if err := writeFileAtomic(opts.akPubOut, srv.AKPublicPEM(), 0o644); err != nil {
+		if err := safefile.WriteFile(opts.akPubOut, srv.AKPublicPEM(), 0o644); err != nil {
 			return fmt.Errorf("--ak-pub-out: %w", err)
 		}
 	}
 	if cert := srv.AKCertificate(); opts.akCertOut != "" && cert != nil {
-		if err := writeFileAtomic(opts.akCertOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
+		if err := safefile.WriteFile(opts.akCertOut, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o644); err != nil {
 			return fmt.Errorf("--ak-cert-out: %w", err)
 		}
 	}
 	if opts.eventLogOut != "" {
-		if err := writeFileAtomic(opts.eventLogOut, eventLog, 0o644); err != nil {
+		if err := safefile.WriteFile(opts.eventLogOut, eventLog, 0o644); err != nil {
 			return fmt.Errorf("--event-log-out: %w", err)
 		}
 	}
 	addr := ln.Addr().String()
 	if opts.readyFile != "" {
-		if err := writeFileAtomic(opts.readyFile, []byte(addr+"\n"), 0o644); err != nil {
+		if err := safefile.WriteFile(opts.readyFile, []byte(addr+"\n"), 0o644); err != nil {
 			return fmt.Errorf("--ready-file: %w", err)
 		}
 		defer os.Remove(opts.readyFile)
@@ -311,33 +311,6 @@ func startupEventLog(rw io.ReadWriter, spec string, testTPM bool, chain *tpm.Boo
 		}
 		return log, nil
 	}
-}
-
-// writeFileAtomic writes data to path so that a reader sees either no file
-// or all of it: tests and scripts poll for these files.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(perm); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // logRequests logs one line per request once it is answered.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/metadata"
 	"github.com/mtuf/mtuf/repo"
 )
@@ -481,7 +482,7 @@ SIGTERM.`,
 			}
 			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 			if readyFile != "" {
-				if err := writeReady(readyFile, ln.Addr().String()); err != nil {
+				if err := safefile.WriteFile(readyFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
 					ln.Close()
 					return err
 				}
@@ -506,14 +507,4 @@ SIGTERM.`,
 	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "listen `ADDRESS`")
 	c.Flags().StringVar(&readyFile, "ready-file", "", "write the bound address to `FILE` once listening")
 	return c
-}
-
-// writeReady writes the listening address atomically, so a script that
-// waits for the file never reads half of it.
-func writeReady(path, addr string) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(addr+"\n"), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -114,7 +115,7 @@ func runImport(o importOptions, stdout io.Writer) error {
 			return fmt.Errorf("--out-dir: %w", err)
 		}
 		path := filepath.Join(dir, metadata.MeasurementsFile)
-		if err := writeAtomic(path, append(out, '\n')); err != nil {
+		if err := safefile.WriteFile(path, append(out, '\n'), 0o644); err != nil {
 			return err
 		}
 		warn := 0

@@ -29,6 +29,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
@@ -183,7 +184,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if err := writeAtomic(o.out, data); err != nil {
+	if err := safefile.WriteFile(o.out, data, 0o644); err != nil {
 		return err
 	}
 	warn := 0
@@ -195,7 +196,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "wrote %s: image %s on %s, %d PCRs of the %s bank (%d enforced, %d warn-only)\n",
 		o.out, o.image, o.platform, len(m.PCRs), o.bank, len(m.PCRs)-warn, warn)
 	if link != nil {
-		if err := writeAtomic(linkPath, link); err != nil {
+		if err := safefile.WriteFile(linkPath, link, 0o644); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s: in-toto link of step %s, product %s sha256 %s\n",
@@ -304,26 +305,4 @@ func toU32(v []uint) []uint32 {
 		out[i] = uint32(x)
 	}
 	return out
-}
-
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".pcr-reader-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	_, werr := f.Write(data)
-	if cerr := f.Close(); werr == nil {
-		werr = cerr
-	}
-	if werr == nil {
-		werr = os.Chmod(f.Name(), 0o644)
-	}
-	if werr == nil {
-		werr = os.Rename(f.Name(), path)
-	}
-	if werr != nil {
-		os.Remove(f.Name())
-		return fmt.Errorf("write %s: %w", path, werr)
-	}
-	return nil
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/internal/safefile"
 )
 
 func main() {
@@ -130,7 +131,7 @@ func initialize(o options, rootFile string, stdout io.Writer) error {
 	if err := os.MkdirAll(o.metadataDir, 0o700); err != nil {
 		return fmt.Errorf("metadata dir: %w", err)
 	}
-	if err := writeFileAtomic(filepath.Join(o.metadataDir, "root.json"), root); err != nil {
+	if err := safefile.WriteFile(filepath.Join(o.metadataDir, "root.json"), root, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "trusting %s in %s\n", rootFile, o.metadataDir)
@@ -239,31 +240,4 @@ func readLimited(path string, limit int64) ([]byte, error) {
 		return nil, fmt.Errorf("%s: larger than %d bytes", path, limit)
 	}
 	return data, nil
-}
-
-// writeFileAtomic replaces path with data, so that an interrupted init
-// leaves the previous root or the new one.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(0o644)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }
