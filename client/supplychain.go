@@ -17,6 +17,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -116,11 +117,11 @@ func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *meta
 		return fmt.Errorf("%w: in-toto verification of %s: %w", ErrUntrusted, measName, err)
 	}
 	if tf.Custom == nil {
-		return nil, refuse(fmt.Errorf("%w: the layout target %s names no layout owner key in its custom metadata", metadata.ErrLayoutInvalid, metadata.LayoutTarget))
+		return nil, refuse(fmt.Errorf("%w: the layout target %s names no layout owner key in its custom metadata", intoto.ErrLayoutInvalid, metadata.LayoutTarget))
 	}
 	owners, ownerIDs, err := parseLayoutOwners(*tf.Custom)
 	if err != nil {
-		return nil, refuse(fmt.Errorf("%w: layout target %s: %w", metadata.ErrLayoutInvalid, metadata.LayoutTarget, err))
+		return nil, refuse(fmt.Errorf("%w: layout target %s: %w", intoto.ErrLayoutInvalid, metadata.LayoutTarget, err))
 	}
 	layout, err := c.download(up, metadata.LayoutTarget)
 	if err != nil {
@@ -143,7 +144,7 @@ func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *meta
 		}
 		links[name] = data
 	}
-	if err := metadata.VerifySupplyChain(layout, owners, links, doc, now); err != nil {
+	if err := intoto.VerifySupplyChain(layout, owners, links, doc, now); err != nil {
 		return nil, refuse(err)
 	}
 	layoutSum := sha256.Sum256(layout)
@@ -195,7 +196,7 @@ func parseLayoutOwners(raw []byte) ([]crypto.PublicKey, []string, error) {
 			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
 		}
 		// The ID shown is computed, never taken from the metadata.
-		id, err := metadata.InTotoKeyID(pub)
+		id, err := intoto.KeyID(pub)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
 		}
@@ -225,7 +226,7 @@ func linkTargetNames(up *updater.Updater, measName string, m *metadata.Measureme
 		}
 		if json.Unmarshal(*ti.Custom, &custom) == nil {
 			if len(custom.Links) > maxLinkTargets {
-				return nil, fmt.Errorf("%w: the target lists %d links, at most %d are accepted", metadata.ErrLinkInvalid, len(custom.Links), maxLinkTargets)
+				return nil, fmt.Errorf("%w: the target lists %d links, at most %d are accepted", intoto.ErrLinkInvalid, len(custom.Links), maxLinkTargets)
 			}
 			for _, name := range custom.Links {
 				keep(name)
@@ -253,7 +254,7 @@ func linkTargetNames(up *updater.Updater, measName string, m *metadata.Measureme
 		}
 	}
 	if len(names) > maxLinkTargets {
-		return nil, fmt.Errorf("%w: %d candidate links, at most %d are accepted", metadata.ErrLinkInvalid, len(names), maxLinkTargets)
+		return nil, fmt.Errorf("%w: %d candidate links, at most %d are accepted", intoto.ErrLinkInvalid, len(names), maxLinkTargets)
 	}
 	slices.Sort(names)
 	return names, nil

@@ -17,6 +17,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -77,7 +78,7 @@ type LayoutResult struct {
 }
 
 // PublishLayout publishes layout, an in-toto layout signed by one of
-// ownerKeys (see metadata.NewLayout), as the target metadata.LayoutTarget
+// ownerKeys (see intoto.NewLayout), as the target metadata.LayoutTarget
 // of the top-level targets role, with the owner keys in the target's custom
 // metadata. The top-level targets metadata is re-signed with
 // targetsSigners, which must be keys of the targets role and at least its
@@ -265,7 +266,7 @@ func layoutCustom(ownerKeys []crypto.PublicKey) (json.RawMessage, []string, erro
 	c := LayoutCustom{Kind: metadata.KindLayout}
 	var ids []string
 	for i, pub := range ownerKeys {
-		id, err := metadata.InTotoKeyID(pub)
+		id, err := intoto.KeyID(pub)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
 		}
@@ -291,8 +292,8 @@ func layoutCustom(ownerKeys []crypto.PublicKey) (json.RawMessage, []string, erro
 // supply chain verifier checks the layout before any link, so when it
 // stops at the first missing link, the layout itself passed.
 func checkLayout(layout []byte, ownerKeys []crypto.PublicKey, now time.Time) error {
-	err := metadata.VerifySupplyChain(layout, ownerKeys, nil, nil, now)
-	if err == nil || errors.Is(err, metadata.ErrLinkMissing) {
+	err := intoto.VerifySupplyChain(layout, ownerKeys, nil, nil, now)
+	if err == nil || errors.Is(err, intoto.ErrLinkMissing) {
 		return nil
 	}
 	return fmt.Errorf("the layout is not publishable: %w", err)

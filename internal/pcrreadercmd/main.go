@@ -30,6 +30,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/tpm"
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -199,7 +200,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s: in-toto link of step %s, product %s sha256 %s\n",
-			linkPath, metadata.StepReadMeasurements, metadata.MeasurementsFile, sha256Hex(data))
+			linkPath, intoto.StepReadMeasurements, metadata.MeasurementsFile, sha256Hex(data))
 	}
 	return nil
 }
@@ -210,12 +211,12 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // a TPM, not from files, so the link records no material. It returns the
 // link and the path next to out where in-toto tools look for it.
 func readLink(doc []byte, out string, functionary crypto.Signer) ([]byte, string, error) {
-	link, keyID, err := metadata.NewLink(metadata.StepReadMeasurements, nil,
+	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil,
 		map[string][]byte{metadata.MeasurementsFile: doc}, functionary)
 	if err != nil {
 		return nil, "", fmt.Errorf("--link-key: %w", err)
 	}
-	name, err := metadata.LinkFileName(metadata.StepReadMeasurements, keyID)
+	name, err := metadata.LinkFileName(intoto.StepReadMeasurements, keyID)
 	if err != nil {
 		return nil, "", err
 	}
