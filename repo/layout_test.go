@@ -76,7 +76,7 @@ func TestPublishLayout(t *testing.T) {
 	if !ok || tf.Custom == nil {
 		t.Fatalf("targets v2 has no layout target with custom metadata: %+v", targets.Signed.Targets)
 	}
-	owners, err := ParseLayoutCustom(*tf.Custom)
+	owners, err := metadata.ParseLayoutCustom(*tf.Custom)
 	if err != nil || len(owners) != 1 || !keys.Equal(owners[0], owner.Public()) {
 		t.Fatalf("owner keys in custom metadata = %v, %v", owners, err)
 	}

@@ -18,17 +18,8 @@ import (
 // read-measurements wrote, so re-encoding it would break the chain. The
 // links become targets beside the document (metadata.LinkTarget), signed
 // by the measurements role like the document itself, and the document's
-// target lists them in its custom metadata, so that a client knows which
+// target lists them in its custom metadata (metadata.MeasurementsCustom), so that a client knows which
 // links to fetch without listing the repository.
-
-// MeasurementsCustom is the custom metadata of a measurements target
-// published with in-toto links.
-type MeasurementsCustom struct {
-	metadata.TargetCustom
-	// Links are the target names of the in-toto links that attest the
-	// document, sorted.
-	Links []string `json:"links,omitempty"`
-}
 
 // LinkFile is an in-toto link given to a publish.
 type LinkFile struct {
@@ -254,7 +245,7 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 			res.PublishLink = l.name
 		}
 	}
-	meas := Target{Name: measName, Data: req.Document, Custom: MeasurementsCustom{
+	meas := Target{Name: measName, Data: req.Document, Custom: metadata.MeasurementsCustom{
 		TargetCustom: metadata.TargetCustom{Kind: metadata.KindMeasurements, Image: m.Image, Platform: m.Platform},
 		Links:        names,
 	}}
@@ -345,8 +336,8 @@ func (s *state) listedLinks(ctx context.Context, measName, image, platform strin
 	if !ok || tf.Custom == nil {
 		return nil, nil
 	}
-	var c MeasurementsCustom
-	if json.Unmarshal(*tf.Custom, &c) != nil {
+	c, err := metadata.ParseMeasurementsCustom(*tf.Custom)
+	if err != nil {
 		return nil, nil
 	}
 	var out []string

@@ -75,7 +75,7 @@ func listedLinksOf(t *testing.T, ws *Workspace, image string) []string {
 	if tf == nil || tf.Custom == nil {
 		t.Fatalf("%s has no custom metadata", name)
 	}
-	var c MeasurementsCustom
+	var c metadata.MeasurementsCustom
 	if err := json.Unmarshal(*tf.Custom, &c); err != nil {
 		t.Fatal(err)
 	}
