@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -256,7 +257,7 @@ func (d Digests) Verify(content []byte) error {
 		checked++
 	}
 	if checked == 0 {
-		return fmt.Errorf("the link records no sha256, sha384 or sha512 digest (only %s)", strings.Join(sortedKeys(d), ", "))
+		return fmt.Errorf("the link records no sha256, sha384 or sha512 digest (only %s)", strings.Join(slices.Sorted(maps.Keys(d)), ", "))
 	}
 	return nil
 }
@@ -704,13 +705,4 @@ func keyIDOf(k in_toto.Key) (string, error) {
 	}
 	d := sha256.Sum256(canonical)
 	return hex.EncodeToString(d[:]), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -243,7 +244,7 @@ func collectLinks(lay in_toto.Layout, links map[string][]byte) (map[string]map[s
 		steps[s.Name] = s
 		out[s.Name] = map[string]*candidate{}
 	}
-	for _, name := range sortedKeys(links) {
+	for _, name := range slices.Sorted(maps.Keys(links)) {
 		file := path.Base(name)
 		step, prefix, ok := splitLinkFileName(file)
 		if !ok {
@@ -314,7 +315,7 @@ func checkThresholds(lay in_toto.Layout, candidates map[string]map[string]*candi
 	for _, s := range lay.Steps {
 		good := 0
 		var problems []error
-		for _, keyID := range sortedKeys(candidates[s.Name]) {
+		for _, keyID := range slices.Sorted(maps.Keys(candidates[s.Name])) {
 			c := candidates[s.Name][keyID]
 			if c.problem != nil {
 				problems = append(problems, c.problem)

@@ -17,6 +17,7 @@ import (
 	"github.com/mtuf/mtuf/attest"
 	"github.com/mtuf/mtuf/client"
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/keys"
 )
 
@@ -295,7 +296,7 @@ which case no node was asked.`,
 				printReport(g, rep)
 			}
 			if !rep.AllTrusted() {
-				return silent{code: exitFailed}
+				return cli.Silent(cli.ExitFailed)
 			}
 			return nil
 		},

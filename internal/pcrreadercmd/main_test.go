@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/tpm/tpmtest"
 	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
@@ -196,8 +196,7 @@ func TestLinkKeyErrors(t *testing.T) {
 			t.Setenv(keys.PasswordEnv, tc.password)
 			args := append([]string{"--tpm", "sim", "--image", "v1.0.0", "--platform", "qemu-vtpm"}, tc.args...)
 			_, _, err := runCmd(t, args...)
-			var ue usageError
-			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			if err == nil || !cli.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want a usage error containing %q", err, tc.want)
 			}
 		})
