@@ -81,6 +81,7 @@ the AK public key (PEM), for pinning.
 for a TCP TPM such as swtpm (its server port; swtpm must run with
 --flags not-need-init,startup-clear), sim for a fresh in-process simulator, or
 sim:SEED for a simulator whose keys are the same on every run (demos and tests).
+The simulator is only in development builds (go build -tags simulator, with cgo).
 
 --boot-log FILE measures a described boot (YAML or JSON) into a test TPM (sim or
 tcp://) and serves its event log. A device's PCRs hold this machine's real boot
