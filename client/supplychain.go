@@ -96,7 +96,7 @@ func (c *Client) saveSupplyChain(sc *SupplyChain) error {
 
 // verifySupplyChain verifies the in-toto supply chain of the measurements
 // document doc, the TUF-verified target measName, at time now. Every
-// refusal wraps ErrUntrusted and one of metadata's in-toto errors.
+// refusal wraps ErrUntrusted and one of package intoto's errors.
 func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *metadata.Measurements, doc []byte, now time.Time) (*SupplyChain, error) {
 	sum := sha256.Sum256(doc)
 	sc := &SupplyChain{Image: m.Image, Platform: m.Platform, MeasurementsSHA256: hex.EncodeToString(sum[:])}
