@@ -1,5 +1,6 @@
 # mtuf build, test, demo and benchmark entry points.
 #
+#   make build   the release binaries (no TPM simulator; see build-sim)
 #   make demo    the whole story on this machine, with simulated TPMs
 #   make test    everything the tests need, then every test
 #   make bench   benchmarks with baselines
@@ -19,11 +20,15 @@ APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
 # depends on another's leftovers fails; go test prints the seed ("-test.shuffle
 # N") so that a failing order can be replayed with -shuffle=N.
 GOTEST_FLAGS  ?= -race -count=1 -shuffle=on -timeout 45m
+# The TPM simulator (go-tpm-tools, C through cgo) is only in builds with
+# this tag: tests, demos and bin/sim/. Release builds of mtuf-agent and
+# pcr-reader leave it out, so that a node's agent only quotes with a real TPM.
+SIM_TAGS      := -tags simulator
 
 export MTUF_TOOLS_BIN := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build test test-deps tools apt demo bench lint clean
+.PHONY: all build build-sim test test-deps tools apt demo bench lint clean
 
 all: build
 
@@ -37,9 +42,15 @@ build:
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
 	$(GO) build -o bin/tuf-conformance-client ./tools/tuf-conformance-client
 
+# mtuf-agent and pcr-reader with the TPM simulator (--tpm sim), for demos.
+build-sim:
+	@mkdir -p bin/sim
+	$(GO) build $(SIM_TAGS) -o bin/sim/mtuf-agent ./cmd/mtuf-agent
+	$(GO) build $(SIM_TAGS) -o bin/sim/pcr-reader ./tools/pcr-reader
+
 test: test-deps
-	$(GO) vet ./...
-	$(GO) test $(GOTEST_FLAGS) ./...
+	$(GO) vet $(SIM_TAGS) ./...
+	$(GO) test $(SIM_TAGS) $(GOTEST_FLAGS) ./...
 
 test-deps: apt tools
 
@@ -77,6 +88,8 @@ lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	@$(GO) mod tidy -diff >/dev/null || { echo "go.mod or go.sum is not tidy: run go mod tidy"; $(GO) mod tidy -diff; exit 1; }
 	$(GO) vet ./...
+	$(GO) vet $(SIM_TAGS) ./...
+	CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/mtuf-agent
 	$(TOOLS)/staticcheck ./...
 	@# The client side (the mtuf CLI and the packages it embeds) also runs on
 	@# macOS and Windows; the agent and pcr-reader are Linux tools.

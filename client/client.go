@@ -1,7 +1,7 @@
-// Package client is the mtuf updater and cluster verifier that an
-// integrator embeds: it keeps a trusted copy of an mtuf repository's TUF
-// metadata, fetches the measurements of an image version through it, and
-// verifies nodes' TPM attestations against them.
+// Package client is the mtuf updater that an integrator embeds: it keeps a
+// trusted copy of an mtuf repository's TUF metadata, fetches the
+// measurements of an image version through it, verifies their in-toto
+// supply chain, and updates the CLI itself.
 //
 // State lives in one directory:
 //
@@ -13,11 +13,8 @@
 // state directory apart, so an interrupted update leaves the previous
 // trusted state.
 //
-// Verification follows an explicit policy: Verify and NewVerifier check
-// nodes' TPM attestations under a Policy (reference measurements, trusted
-// attestation keys or AK certificate roots, an optional cluster ID and
-// reference event log) and return a Report with a result per node and per
-// PCR; nothing is trusted that the policy does not name. See ExampleVerify.
+// The measurements it trusts (Config().Measurements) are what package
+// attest verifies nodes against: attest.Policy{Measurements: ...}.
 package client
 
 import (

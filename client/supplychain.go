@@ -3,10 +3,8 @@ package client
 import (
 	"crypto"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -17,6 +15,7 @@ import (
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -64,10 +63,6 @@ type SupplyChain struct {
 
 const supplyChainFile = "supplychain.json"
 
-// maxLinkTargets bounds the links an update downloads for one document;
-// a supply chain has one or two per step.
-const maxLinkTargets = 32
-
 // SupplyChain returns how the measurements in the config were verified by
 // the update that fetched them, or nil when no update recorded it.
 func (c *Client) SupplyChain() (*SupplyChain, error) {
@@ -101,7 +96,7 @@ func (c *Client) saveSupplyChain(sc *SupplyChain) error {
 
 // verifySupplyChain verifies the in-toto supply chain of the measurements
 // document doc, the TUF-verified target measName, at time now. Every
-// refusal wraps ErrUntrusted and one of metadata's in-toto errors.
+// refusal wraps ErrUntrusted and one of package intoto's errors.
 func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *metadata.Measurements, doc []byte, now time.Time) (*SupplyChain, error) {
 	sum := sha256.Sum256(doc)
 	sc := &SupplyChain{Image: m.Image, Platform: m.Platform, MeasurementsSHA256: hex.EncodeToString(sum[:])}
@@ -116,11 +111,11 @@ func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *meta
 		return fmt.Errorf("%w: in-toto verification of %s: %w", ErrUntrusted, measName, err)
 	}
 	if tf.Custom == nil {
-		return nil, refuse(fmt.Errorf("%w: the layout target %s names no layout owner key in its custom metadata", metadata.ErrLayoutInvalid, metadata.LayoutTarget))
+		return nil, refuse(fmt.Errorf("%w: the layout target %s names no layout owner key in its custom metadata", intoto.ErrLayoutInvalid, metadata.LayoutTarget))
 	}
 	owners, ownerIDs, err := parseLayoutOwners(*tf.Custom)
 	if err != nil {
-		return nil, refuse(fmt.Errorf("%w: layout target %s: %w", metadata.ErrLayoutInvalid, metadata.LayoutTarget, err))
+		return nil, refuse(fmt.Errorf("%w: layout target %s: %w", intoto.ErrLayoutInvalid, metadata.LayoutTarget, err))
 	}
 	layout, err := c.download(up, metadata.LayoutTarget)
 	if err != nil {
@@ -143,7 +138,7 @@ func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *meta
 		}
 		links[name] = data
 	}
-	if err := metadata.VerifySupplyChain(layout, owners, links, doc, now); err != nil {
+	if err := intoto.VerifySupplyChain(layout, owners, links, doc, now); err != nil {
 		return nil, refuse(err)
 	}
 	layoutSum := sha256.Sum256(layout)
@@ -160,46 +155,20 @@ func (c *Client) verifySupplyChain(up *updater.Updater, measName string, m *meta
 	return sc, nil
 }
 
-// layoutOwnerKeys is the custom metadata of the layout target: the PEM
-// public keys of the layout owners (written by repo.PublishLayout).
-type layoutOwnerKeys struct {
-	OwnerKeys []struct {
-		KeyID     string `json:"keyid"`
-		PublicKey string `json:"publicKey"`
-	} `json:"ownerKeys"`
-}
-
-// maxLayoutOwners bounds the owner keys a layout target may name.
-const maxLayoutOwners = 16
-
+// parseLayoutOwners reads the layout owner keys from the layout target's
+// custom metadata, with their in-toto key IDs.
 func parseLayoutOwners(raw []byte) ([]crypto.PublicKey, []string, error) {
-	var c layoutOwnerKeys
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return nil, nil, fmt.Errorf("custom metadata: %w", err)
+	keys, err := metadata.ParseLayoutCustom(raw)
+	if err != nil {
+		return nil, nil, err
 	}
-	if len(c.OwnerKeys) == 0 {
-		return nil, nil, errors.New("its custom metadata names no layout owner key")
-	}
-	if len(c.OwnerKeys) > maxLayoutOwners {
-		return nil, nil, fmt.Errorf("its custom metadata names %d layout owner keys, at most %d are accepted", len(c.OwnerKeys), maxLayoutOwners)
-	}
-	var keys []crypto.PublicKey
-	var ids []string
-	for i, k := range c.OwnerKeys {
-		block, _ := pem.Decode([]byte(k.PublicKey))
-		if block == nil || block.Type != "PUBLIC KEY" {
-			return nil, nil, fmt.Errorf("layout owner key %d is not a PEM public key", i+1)
-		}
-		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
-		}
+	ids := make([]string, 0, len(keys))
+	for i, pub := range keys {
 		// The ID shown is computed, never taken from the metadata.
-		id, err := metadata.InTotoKeyID(pub)
+		id, err := intoto.KeyID(pub)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
 		}
-		keys = append(keys, pub)
 		ids = append(ids, id)
 	}
 	return keys, ids, nil
@@ -207,7 +176,7 @@ func parseLayoutOwners(raw []byte) ([]crypto.PublicKey, []string, error) {
 
 // linkTargetNames returns the names of the link targets to fetch for a
 // measurements document: those its target lists in its custom metadata
-// (see repo.MeasurementsCustom), and those the layout's functionaries
+// (metadata.MeasurementsCustom), and those the layout's functionaries
 // would have published (in-toto names a link after its step and its
 // signer's key ID), so that a link published beside the document later is
 // found too. Names that cannot hold a link of this document are dropped.
@@ -220,12 +189,9 @@ func linkTargetNames(up *updater.Updater, measName string, m *metadata.Measureme
 		}
 	}
 	if ti, err := up.GetTargetInfo(measName); err == nil && ti.Custom != nil {
-		var custom struct {
-			Links []string `json:"links"`
-		}
-		if json.Unmarshal(*ti.Custom, &custom) == nil {
-			if len(custom.Links) > maxLinkTargets {
-				return nil, fmt.Errorf("%w: the target lists %d links, at most %d are accepted", metadata.ErrLinkInvalid, len(custom.Links), maxLinkTargets)
+		if custom, err := metadata.ParseMeasurementsCustom(*ti.Custom); err == nil {
+			if len(custom.Links) > metadata.MaxMeasurementsLinks {
+				return nil, fmt.Errorf("%w: the target lists %d links, at most %d are accepted", intoto.ErrLinkInvalid, len(custom.Links), metadata.MaxMeasurementsLinks)
 			}
 			for _, name := range custom.Links {
 				keep(name)
@@ -252,8 +218,8 @@ func linkTargetNames(up *updater.Updater, measName string, m *metadata.Measureme
 			}
 		}
 	}
-	if len(names) > maxLinkTargets {
-		return nil, fmt.Errorf("%w: %d candidate links, at most %d are accepted", metadata.ErrLinkInvalid, len(names), maxLinkTargets)
+	if len(names) > metadata.MaxMeasurementsLinks {
+		return nil, fmt.Errorf("%w: %d candidate links, at most %d are accepted", intoto.ErrLinkInvalid, len(names), metadata.MaxMeasurementsLinks)
 	}
 	slices.Sort(names)
 	return names, nil

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 	"github.com/mtuf/mtuf/repo"
@@ -74,7 +75,7 @@ func (r *chainRepo) publishLayout(t *testing.T, expires time.Duration, functiona
 	if len(functionaries) == 0 {
 		functionaries = []crypto.PublicKey{r.ci.Public()}
 	}
-	layout, err := metadata.NewLayout(r.owner, metadata.LayoutOptions{
+	layout, err := intoto.NewLayout(r.owner, intoto.LayoutOptions{
 		ReadFunctionaries: functionaries, PublishFunctionaries: functionaries, Expires: time.Now().Add(expires),
 	})
 	if err != nil {
@@ -101,12 +102,12 @@ func chainDoc(t *testing.T, image string, fill byte) []byte {
 func link(t *testing.T, step string, doc []byte, key crypto.Signer) (name string, data []byte) {
 	t.Helper()
 	materials, products := map[string][]byte{}, map[string][]byte{}
-	if step == metadata.StepReadMeasurements {
+	if step == intoto.StepReadMeasurements {
 		products[metadata.MeasurementsFile] = doc
 	} else {
 		materials[metadata.MeasurementsFile] = doc
 	}
-	data, keyID, err := metadata.NewLink(step, materials, products, key)
+	data, keyID, err := intoto.NewLink(step, materials, products, key)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +122,7 @@ func link(t *testing.T, step string, doc []byte, key crypto.Signer) (name string
 // publisher is set, a publish link signed by it.
 func (r *chainRepo) publish(t *testing.T, doc []byte, reader, publisher crypto.Signer) {
 	t.Helper()
-	name, data := link(t, metadata.StepReadMeasurements, doc, reader)
+	name, data := link(t, intoto.StepReadMeasurements, doc, reader)
 	if _, err := r.ws.PublishWithLinks(context.Background(), repo.LinkedPublishRequest{
 		Document: doc, Links: []repo.LinkFile{{Source: name, Data: data}}, PublishSigner: publisher, Replace: true,
 	}); err != nil {
@@ -161,8 +162,8 @@ func TestUpdateVerifiesSupplyChain(t *testing.T) {
 	if err != nil || sc == nil {
 		t.Fatalf("SupplyChain() = %v, %v", sc, err)
 	}
-	ownerID, _ := metadata.InTotoKeyID(r.owner.Public())
-	ciID, _ := metadata.InTotoKeyID(r.ci.Public())
+	ownerID, _ := intoto.KeyID(r.owner.Public())
+	ciID, _ := intoto.KeyID(r.ci.Public())
 	wantLinks := []string{
 		"measurements/v1.0.0/qemu-vtpm/publish." + ciID[:8] + ".link",
 		"measurements/v1.0.0/qemu-vtpm/read-measurements." + ciID[:8] + ".link",
@@ -219,7 +220,7 @@ func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
 				r.publish(t, chainDoc(t, "v1.0.0", 0x40), r.ci, nil)
 				r.publishLayout(t, 24*time.Hour)
 			},
-			wantIs: metadata.ErrLinkMissing,
+			wantIs: intoto.ErrLinkMissing,
 			want:   "step publish needs 1 link(s) signed by distinct functionaries, found 0",
 		},
 		{
@@ -228,7 +229,7 @@ func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
 				r.publish(t, chainDoc(t, "v1.0.0", 0x40), other, r.ci)
 				r.publishLayout(t, 24*time.Hour)
 			},
-			wantIs: metadata.ErrLinkUnauthorized,
+			wantIs: intoto.ErrLinkUnauthorized,
 			want:   "which is not a functionary of step read-measurements",
 		},
 		{
@@ -239,7 +240,7 @@ func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
 				// links attest, bypassing the publish checks.
 				doc, forged := chainDoc(t, "v1.0.0", 0x40), chainDoc(t, "v1.0.0", 0x66)
 				var targets []repo.Target
-				for _, step := range []string{metadata.StepReadMeasurements, metadata.StepPublish} {
+				for _, step := range []string{intoto.StepReadMeasurements, intoto.StepPublish} {
 					name, data := link(t, step, doc, r.ci)
 					targets = append(targets, repo.Target{Name: "measurements/v1.0.0/qemu-vtpm/" + name, Data: data})
 				}
@@ -248,7 +249,7 @@ func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			wantIs: metadata.ErrMeasurementsMismatch,
+			wantIs: intoto.ErrMeasurementsMismatch,
 			want:   "measurements.json is not the measurements.json that step read-measurements produced",
 		},
 		{
@@ -258,7 +259,7 @@ func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
 				r.publish(t, chainDoc(t, "v1.0.0", 0x40), r.ci, r.ci)
 			},
 			now:    time.Now().Add(72 * time.Hour),
-			wantIs: metadata.ErrLayoutExpired,
+			wantIs: intoto.ErrLayoutExpired,
 			want:   "the layout owner must sign a new layout",
 		},
 		{

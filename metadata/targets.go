@@ -43,6 +43,10 @@ func ValidatePlatform(p string) error { return validateComponent("platform", p) 
 // ValidateVersion checks a CLI release version with the same rules as ValidateImage.
 func ValidateVersion(v string) error { return validateComponent("version", v) }
 
+// ValidateStep checks an in-toto step name with the same rules as
+// ValidateImage, as it becomes part of a link's file and target name.
+func ValidateStep(step string) error { return validateComponent("step name", step) }
+
 func validateComponent(what, s string) error {
 	if s == "" {
 		return fmt.Errorf("%s is empty", what)
@@ -82,7 +86,9 @@ func validateOSArch(what, s string) error {
 	return nil
 }
 
-func validateKeyID(keyID string) error {
+// ValidateKeyID checks a key ID, or the prefix of one that a link's name
+// carries: at least 8 lowercase hex characters.
+func ValidateKeyID(keyID string) error {
 	if len(keyID) < keyIDPrefixLen {
 		return fmt.Errorf("key ID %q is too short: at least %d hex characters are needed", keyID, keyIDPrefixLen)
 	}
@@ -109,10 +115,36 @@ func MeasurementsTarget(image, platform string) (string, error) {
 // name in-toto itself gives links.
 func LinkTarget(image, platform, step, keyID string) (string, error) {
 	if err := errors.Join(ValidateImage(image), ValidatePlatform(platform),
-		validateComponent("step name", step), validateKeyID(keyID)); err != nil {
+		ValidateStep(step), ValidateKeyID(keyID)); err != nil {
 		return "", fmt.Errorf("link target name: %w", err)
 	}
 	return measurementsDir + "/" + image + "/" + platform + "/" + step + "." + keyID[:keyIDPrefixLen] + linkSuffix, nil
+}
+
+// LinkFileName returns the file name in-toto gives the link of step signed
+// by the key keyID: "<step>.<keyID[:8]>.link". in-toto verifiers find links
+// only under this name, and LinkTarget places it beside the measurements.
+func LinkFileName(step, keyID string) (string, error) {
+	if err := errors.Join(ValidateStep(step), ValidateKeyID(keyID)); err != nil {
+		return "", fmt.Errorf("in-toto link file name: %w", err)
+	}
+	return step + "." + keyID[:keyIDPrefixLen] + linkSuffix, nil
+}
+
+// SplitLinkFileName takes a link file name "<step>.<keyid8>.link" apart. The
+// key ID prefix has a fixed length, so the name splits from the right even
+// when the step name contains dots. ok is false when the name does not have
+// that shape; neither part is validated (see ValidateStep, ValidateKeyID).
+func SplitLinkFileName(file string) (step, keyIDPrefix string, ok bool) {
+	stem, ok := strings.CutSuffix(file, linkSuffix)
+	if !ok {
+		return "", "", false
+	}
+	i := len(stem) - keyIDPrefixLen - 1
+	if i < 1 || stem[i] != '.' {
+		return "", "", false
+	}
+	return stem[:i], stem[i+1:], true
 }
 
 // CLITarget names a released CLI binary: cli/<version>/<os>-<arch>/mtuf.
@@ -215,14 +247,11 @@ func parseMeasurementsName(image, platform, file string) (TargetCustom, error) {
 		c.Kind = KindMeasurements
 		return c, nil
 	}
-	// <step>.<keyid8>.link: the key ID prefix has a fixed length, so the
-	// name splits from the right even when the step name contains dots.
-	stem, ok := strings.CutSuffix(file, linkSuffix)
-	if !ok || len(stem) < keyIDPrefixLen+2 || stem[len(stem)-keyIDPrefixLen-1] != '.' {
+	step, keyID, ok := SplitLinkFileName(file)
+	if !ok {
 		return TargetCustom{}, fmt.Errorf("file %q is neither %s nor <step>.<keyid>%s", file, MeasurementsFile, linkSuffix)
 	}
-	step, keyID := stem[:len(stem)-keyIDPrefixLen-1], stem[len(stem)-keyIDPrefixLen:]
-	if err := errors.Join(validateComponent("step name", step), validateKeyID(keyID)); err != nil {
+	if err := errors.Join(ValidateStep(step), ValidateKeyID(keyID)); err != nil {
 		return TargetCustom{}, err
 	}
 	c.Kind, c.Step, c.KeyID = KindLink, step, keyID

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -138,7 +139,7 @@ func (w *Workspace) Commit(ctx context.Context) (*CommitResult, error) {
 			delete(s.dirty, name)
 			res.Committed = append(res.Committed, fmt.Sprintf("%s v%d", name, md.Signed.Version))
 		}
-		for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
+		for _, role := range append(slices.Sorted(maps.Keys(s.dirty)), tuf.SNAPSHOT, tuf.TIMESTAMP) {
 			if _, err := w.signers(ctx, s, role); err != nil {
 				return err
 			}

@@ -4,10 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"path"
@@ -17,6 +15,7 @@ import (
 	"github.com/sigstore/sigstore/pkg/signature"
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -28,28 +27,7 @@ import (
 // takes the layout from the top-level targets metadata alone).
 //
 // The layout is signed by its owner, whose public keys travel in the
-// target's custom metadata. A client thus gets the owner keys from
-// TUF-verified metadata and never from the network unverified.
-
-// LayoutCustom is the custom metadata of the layout target. Clients read
-// it to learn which keys may sign the layout.
-type LayoutCustom struct {
-	Kind metadata.TargetKind `json:"kind"`
-	// OwnerKeys are the keys of the layout owner: one valid signature by
-	// any of them makes the layout trusted.
-	OwnerKeys []LayoutOwnerKey `json:"ownerKeys"`
-}
-
-// LayoutOwnerKey is one layout owner key in LayoutCustom.
-type LayoutOwnerKey struct {
-	// KeyID is the in-toto key ID, for display and to match signatures.
-	KeyID string `json:"keyid"`
-	// PublicKey is the PEM SubjectPublicKeyInfo of the key.
-	PublicKey string `json:"publicKey"`
-}
-
-// maxLayoutOwners bounds the owner keys a layout target carries.
-const maxLayoutOwners = 16
+// target's custom metadata (metadata.LayoutCustom).
 
 // PublishedLayout is the in-toto layout a repository publishes.
 type PublishedLayout struct {
@@ -77,7 +55,7 @@ type LayoutResult struct {
 }
 
 // PublishLayout publishes layout, an in-toto layout signed by one of
-// ownerKeys (see metadata.NewLayout), as the target metadata.LayoutTarget
+// ownerKeys (see intoto.NewLayout), as the target metadata.LayoutTarget
 // of the top-level targets role, with the owner keys in the target's custom
 // metadata. The top-level targets metadata is re-signed with
 // targetsSigners, which must be keys of the targets role and at least its
@@ -87,7 +65,7 @@ type LayoutResult struct {
 // The layout must verify with the owner keys and must not have expired:
 // a layout that no client would accept is refused here.
 func (w *Workspace) PublishLayout(ctx context.Context, layout []byte, ownerKeys []crypto.PublicKey, targetsSigners []crypto.Signer) (*LayoutResult, error) {
-	custom, ownerIDs, err := layoutCustom(ownerKeys)
+	custom, ownerIDs, err := metadata.NewLayoutCustom(ownerKeys, intoto.KeyID)
 	if err != nil {
 		return nil, err
 	}
@@ -218,72 +196,11 @@ func (s *state) layout(ctx context.Context) (*PublishedLayout, error) {
 	if tf.Custom == nil {
 		return nil, fmt.Errorf("layout %s has no owner keys in its custom metadata", metadata.LayoutTarget)
 	}
-	owners, err := ParseLayoutCustom(*tf.Custom)
+	owners, err := metadata.ParseLayoutCustom(*tf.Custom)
 	if err != nil {
 		return nil, fmt.Errorf("layout %s: %w", metadata.LayoutTarget, err)
 	}
 	return &PublishedLayout{Data: data, OwnerKeys: owners, SHA256: sum}, nil
-}
-
-// ParseLayoutCustom reads the owner keys from the custom metadata of the
-// layout target.
-func ParseLayoutCustom(raw []byte) ([]crypto.PublicKey, error) {
-	var c LayoutCustom
-	if err := json.Unmarshal(raw, &c); err != nil {
-		return nil, fmt.Errorf("custom metadata: %w", err)
-	}
-	if len(c.OwnerKeys) == 0 {
-		return nil, errors.New("custom metadata names no layout owner key")
-	}
-	if len(c.OwnerKeys) > maxLayoutOwners {
-		return nil, fmt.Errorf("custom metadata names %d layout owner keys, at most %d are accepted", len(c.OwnerKeys), maxLayoutOwners)
-	}
-	out := make([]crypto.PublicKey, 0, len(c.OwnerKeys))
-	for i, k := range c.OwnerKeys {
-		block, _ := pem.Decode([]byte(k.PublicKey))
-		if block == nil || block.Type != "PUBLIC KEY" {
-			return nil, fmt.Errorf("layout owner key %d (%s) is not a PEM public key", i+1, k.KeyID)
-		}
-		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("layout owner key %d (%s): %w", i+1, k.KeyID, err)
-		}
-		out = append(out, pub)
-	}
-	return out, nil
-}
-
-// layoutCustom encodes the owner keys as the layout target's custom
-// metadata, and returns their in-toto key IDs.
-func layoutCustom(ownerKeys []crypto.PublicKey) (json.RawMessage, []string, error) {
-	if len(ownerKeys) == 0 {
-		return nil, nil, errors.New("no layout owner key given")
-	}
-	if len(ownerKeys) > maxLayoutOwners {
-		return nil, nil, fmt.Errorf("%d layout owner keys given, at most %d are accepted", len(ownerKeys), maxLayoutOwners)
-	}
-	c := LayoutCustom{Kind: metadata.KindLayout}
-	var ids []string
-	for i, pub := range ownerKeys {
-		id, err := metadata.InTotoKeyID(pub)
-		if err != nil {
-			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
-		}
-		if contains(ids, id) {
-			return nil, nil, fmt.Errorf("layout owner key %d (%s) is given twice", i+1, id)
-		}
-		der, err := x509.MarshalPKIXPublicKey(pub)
-		if err != nil {
-			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
-		}
-		ids = append(ids, id)
-		c.OwnerKeys = append(c.OwnerKeys, LayoutOwnerKey{KeyID: id, PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))})
-	}
-	raw, err := json.Marshal(c)
-	if err != nil {
-		return nil, nil, err
-	}
-	return raw, ids, nil
 }
 
 // checkLayout refuses a layout that clients would refuse whatever links
@@ -291,8 +208,8 @@ func layoutCustom(ownerKeys []crypto.PublicKey) (json.RawMessage, []string, erro
 // supply chain verifier checks the layout before any link, so when it
 // stops at the first missing link, the layout itself passed.
 func checkLayout(layout []byte, ownerKeys []crypto.PublicKey, now time.Time) error {
-	err := metadata.VerifySupplyChain(layout, ownerKeys, nil, nil, now)
-	if err == nil || errors.Is(err, metadata.ErrLinkMissing) {
+	err := intoto.VerifySupplyChain(layout, ownerKeys, nil, nil, now)
+	if err == nil || errors.Is(err, intoto.ErrLinkMissing) {
 		return nil
 	}
 	return fmt.Errorf("the layout is not publishable: %w", err)

@@ -11,6 +11,7 @@ import (
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -37,7 +38,7 @@ func genKey(t testing.TB, typ keys.Type) crypto.Signer {
 // given keys.
 func testLayout(t testing.TB, owner crypto.Signer, expires time.Time, functionaries ...crypto.PublicKey) []byte {
 	t.Helper()
-	layout, err := metadata.NewLayout(owner, metadata.LayoutOptions{
+	layout, err := intoto.NewLayout(owner, intoto.LayoutOptions{
 		ReadFunctionaries: functionaries, PublishFunctionaries: functionaries, Expires: expires,
 	})
 	if err != nil {
@@ -61,7 +62,7 @@ func TestPublishLayout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ownerID, _ := metadata.InTotoKeyID(owner.Public())
+	ownerID, _ := intoto.KeyID(owner.Public())
 	if res.Unchanged || res.TargetsVersion != 2 || res.Target != metadata.LayoutTarget || len(res.OwnerKeyIDs) != 1 || res.OwnerKeyIDs[0] != ownerID {
 		t.Fatalf("result = %+v", res)
 	}
@@ -75,7 +76,7 @@ func TestPublishLayout(t *testing.T) {
 	if !ok || tf.Custom == nil {
 		t.Fatalf("targets v2 has no layout target with custom metadata: %+v", targets.Signed.Targets)
 	}
-	owners, err := ParseLayoutCustom(*tf.Custom)
+	owners, err := metadata.ParseLayoutCustom(*tf.Custom)
 	if err != nil || len(owners) != 1 || !keys.Equal(owners[0], owner.Public()) {
 		t.Fatalf("owner keys in custom metadata = %v, %v", owners, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -17,17 +18,8 @@ import (
 // read-measurements wrote, so re-encoding it would break the chain. The
 // links become targets beside the document (metadata.LinkTarget), signed
 // by the measurements role like the document itself, and the document's
-// target lists them in its custom metadata, so that a client knows which
+// target lists them in its custom metadata (metadata.MeasurementsCustom), so that a client knows which
 // links to fetch without listing the repository.
-
-// MeasurementsCustom is the custom metadata of a measurements target
-// published with in-toto links.
-type MeasurementsCustom struct {
-	metadata.TargetCustom
-	// Links are the target names of the in-toto links that attest the
-	// document, sorted.
-	Links []string `json:"links,omitempty"`
-}
 
 // LinkFile is an in-toto link given to a publish.
 type LinkFile struct {
@@ -100,7 +92,7 @@ func (w *Workspace) PublishWithLinks(ctx context.Context, req LinkedPublishReque
 	}
 	if t := bytes.TrimSpace(req.Document); len(t) == 0 || t[0] != '{' {
 		return nil, fmt.Errorf("measurements file %s is not JSON: with in-toto links the document is published byte for byte as %s, so it must be the JSON file that step %s wrote",
-			src, metadata.MeasurementsFile, metadata.StepReadMeasurements)
+			src, metadata.MeasurementsFile, intoto.StepReadMeasurements)
 	}
 	if (req.Image != "" && m.Image != req.Image) || (req.Platform != "" && m.Platform != req.Platform) {
 		return nil, fmt.Errorf("measurements file %s is for image %s on %s, not image %s on %s", src, m.Image, m.Platform, req.Image, req.Platform)
@@ -136,20 +128,20 @@ func collectPublishLinks(req LinkedPublishRequest, m *metadata.Measurements, src
 	}
 	hasRead := false
 	for _, l := range req.Links {
-		step, keyID, products, err := metadata.LinkProducts(l.Data)
+		step, keyID, products, err := intoto.LinkProducts(l.Data)
 		if err != nil {
 			return nil, fmt.Errorf("link %s: %w", l.Source, err)
 		}
-		if step != metadata.StepReadMeasurements && step != metadata.StepPublish {
+		if step != intoto.StepReadMeasurements && step != intoto.StepPublish {
 			return nil, fmt.Errorf("link %s is of step %q; the measurements supply chain has steps %s and %s",
-				l.Source, step, metadata.StepReadMeasurements, metadata.StepPublish)
+				l.Source, step, intoto.StepReadMeasurements, intoto.StepPublish)
 		}
 		name, err := metadata.LinkTarget(m.Image, m.Platform, step, keyID)
 		if err != nil {
 			return nil, fmt.Errorf("link %s: %w", l.Source, err)
 		}
 		d, ok := products[metadata.MeasurementsFile]
-		if step == metadata.StepReadMeasurements {
+		if step == intoto.StepReadMeasurements {
 			if !ok {
 				return nil, fmt.Errorf("link %s (step %s, key %s) records no product %s; it does not attest any measurements document",
 					l.Source, step, keyID, metadata.MeasurementsFile)
@@ -168,18 +160,18 @@ func collectPublishLinks(req LinkedPublishRequest, m *metadata.Measurements, src
 	}
 	if !hasRead {
 		return nil, fmt.Errorf("no link of step %s was given: publish the link that pcr-reader --link-key (or in-toto-run) wrote with %s",
-			metadata.StepReadMeasurements, src)
+			intoto.StepReadMeasurements, src)
 	}
 	if req.PublishSigner != nil {
-		data, keyID, err := metadata.NewLink(metadata.StepPublish, map[string][]byte{metadata.MeasurementsFile: req.Document}, nil, req.PublishSigner)
+		data, keyID, err := intoto.NewLink(intoto.StepPublish, map[string][]byte{metadata.MeasurementsFile: req.Document}, nil, req.PublishSigner)
 		if err != nil {
 			return nil, err
 		}
-		name, err := metadata.LinkTarget(m.Image, m.Platform, metadata.StepPublish, keyID)
+		name, err := metadata.LinkTarget(m.Image, m.Platform, intoto.StepPublish, keyID)
 		if err != nil {
 			return nil, err
 		}
-		if err := add(linkTarget{source: "this publish's link", name: name, step: metadata.StepPublish, keyID: keyID, data: data, own: true}); err != nil {
+		if err := add(linkTarget{source: "this publish's link", name: name, step: intoto.StepPublish, keyID: keyID, data: data, own: true}); err != nil {
 			return nil, err
 		}
 	}
@@ -201,9 +193,9 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 		for _, l := range links {
 			files[l.name] = l.data
 		}
-		if err := metadata.VerifySupplyChain(layout.Data, layout.OwnerKeys, files, req.Document, w.now()); err != nil {
+		if err := intoto.VerifySupplyChain(layout.Data, layout.OwnerKeys, files, req.Document, w.now()); err != nil {
 			hint := ""
-			if errors.Is(err, metadata.ErrLinkMissing) && req.PublishSigner == nil {
+			if errors.Is(err, intoto.ErrLinkMissing) && req.PublishSigner == nil {
 				hint = " (sign this publish's link with --link-key, or give the links of every step)"
 			}
 			return nil, fmt.Errorf("the repository's in-toto layout %s refuses these measurements, as clients would: %w%s", metadata.LayoutTarget, err, hint)
@@ -253,7 +245,7 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 			res.PublishLink = l.name
 		}
 	}
-	meas := Target{Name: measName, Data: req.Document, Custom: MeasurementsCustom{
+	meas := Target{Name: measName, Data: req.Document, Custom: metadata.MeasurementsCustom{
 		TargetCustom: metadata.TargetCustom{Kind: metadata.KindMeasurements, Image: m.Image, Platform: m.Platform},
 		Links:        names,
 	}}
@@ -344,8 +336,8 @@ func (s *state) listedLinks(ctx context.Context, measName, image, platform strin
 	if !ok || tf.Custom == nil {
 		return nil, nil
 	}
-	var c MeasurementsCustom
-	if json.Unmarshal(*tf.Custom, &c) != nil {
+	c, err := metadata.ParseMeasurementsCustom(*tf.Custom)
+	if err != nil {
 		return nil, nil
 	}
 	var out []string

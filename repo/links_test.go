@@ -14,6 +14,7 @@ import (
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -31,17 +32,17 @@ func testDoc(t testing.TB, image string, fill byte) []byte {
 // readLink is the link pcr-reader --link-key writes for doc.
 func readLink(t testing.TB, doc []byte, key crypto.Signer) LinkFile {
 	t.Helper()
-	data, keyID, err := metadata.NewLink(metadata.StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: doc}, key)
+	data, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: doc}, key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	name, _ := metadata.LinkFileName(metadata.StepReadMeasurements, keyID)
+	name, _ := metadata.LinkFileName(intoto.StepReadMeasurements, keyID)
 	return LinkFile{Source: name, Data: data}
 }
 
 func linkName(t testing.TB, image, step string, key crypto.Signer) string {
 	t.Helper()
-	id, err := metadata.InTotoKeyID(key.Public())
+	id, err := intoto.KeyID(key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +75,7 @@ func listedLinksOf(t *testing.T, ws *Workspace, image string) []string {
 	if tf == nil || tf.Custom == nil {
 		t.Fatalf("%s has no custom metadata", name)
 	}
-	var c MeasurementsCustom
+	var c metadata.MeasurementsCustom
 	if err := json.Unmarshal(*tf.Custom, &c); err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +90,7 @@ func TestPublishWithLinks(t *testing.T) {
 	ctx := context.Background()
 	ci := loadTestKey(t, r.keys["measurements"])
 	doc := testDoc(t, "v1.0.0", 0x10)
-	readName, publishName := linkName(t, "v1.0.0", metadata.StepReadMeasurements, ci), linkName(t, "v1.0.0", metadata.StepPublish, ci)
+	readName, publishName := linkName(t, "v1.0.0", intoto.StepReadMeasurements, ci), linkName(t, "v1.0.0", intoto.StepPublish, ci)
 
 	// First the read link alone, in a repository without a layout.
 	res, err := r.ws.PublishWithLinks(ctx, LinkedPublishRequest{Document: doc, Source: "m.json", Image: "v1.0.0", Platform: "qemu-vtpm",
@@ -141,7 +142,7 @@ func TestPublishWithLinks(t *testing.T) {
 	}
 	// What was published verifies as a client would verify it.
 	links := map[string][]byte{readName: fetch(t, r.storage, readName), publishName: fetch(t, r.storage, publishName)}
-	if err := metadata.VerifySupplyChain(layout, []crypto.PublicKey{owner.Public()}, links, fetch(t, r.storage, measName), time.Now()); err != nil {
+	if err := intoto.VerifySupplyChain(layout, []crypto.PublicKey{owner.Public()}, links, fetch(t, r.storage, measName), time.Now()); err != nil {
 		t.Fatalf("the published supply chain does not verify: %v", err)
 	}
 
@@ -171,15 +172,15 @@ func TestPublishWithLinksRefuses(t *testing.T) {
 	doc := testDoc(t, "v1.0.0", 0x10)
 	otherDoc := testDoc(t, "v1.0.0", 0x30)
 	read := readLink(t, doc, ci)
-	publishOnly, _, err := metadata.NewLink(metadata.StepPublish, map[string][]byte{metadata.MeasurementsFile: doc}, nil, ci)
+	publishOnly, _, err := intoto.NewLink(intoto.StepPublish, map[string][]byte{metadata.MeasurementsFile: doc}, nil, ci)
 	if err != nil {
 		t.Fatal(err)
 	}
-	noProduct, _, err := metadata.NewLink(metadata.StepReadMeasurements, nil, map[string][]byte{"other.json": doc}, ci)
+	noProduct, _, err := intoto.NewLink(intoto.StepReadMeasurements, nil, map[string][]byte{"other.json": doc}, ci)
 	if err != nil {
 		t.Fatal(err)
 	}
-	unknownStep, _, err := metadata.NewLink("build", nil, map[string][]byte{metadata.MeasurementsFile: doc}, ci)
+	unknownStep, _, err := intoto.NewLink("build", nil, map[string][]byte{metadata.MeasurementsFile: doc}, ci)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,11 +235,11 @@ func TestPublishWithLinksRefuses(t *testing.T) {
 	}
 	for _, tc := range []refusal{
 		{"read link by a non-functionary", LinkedPublishRequest{Document: doc, Links: []LinkFile{readLink(t, doc, other)}, PublishSigner: ci},
-			"which is not a functionary of step read-measurements", metadata.ErrLinkUnauthorized},
+			"which is not a functionary of step read-measurements", intoto.ErrLinkUnauthorized},
 		{"publish link by a non-functionary", LinkedPublishRequest{Document: doc, Links: []LinkFile{read}, PublishSigner: other},
-			"which is not a functionary of step publish", metadata.ErrLinkUnauthorized},
+			"which is not a functionary of step publish", intoto.ErrLinkUnauthorized},
 		{"no publish link", LinkedPublishRequest{Document: doc, Links: []LinkFile{read}},
-			"step publish needs 1 link(s) signed by distinct functionaries, found 0", metadata.ErrLinkMissing},
+			"step publish needs 1 link(s) signed by distinct functionaries, found 0", intoto.ErrLinkMissing},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			check(t, tc)

@@ -11,8 +11,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"path"
+	"slices"
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
@@ -183,7 +185,7 @@ func (w *Workspace) tryPublish(ctx context.Context, targets []Target, rel *Relea
 // repository untouched.
 func (w *Workspace) commitPublish(ctx context.Context, s *state, files map[string][]byte, res *PublishResult) error {
 	if !res.Unchanged {
-		for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
+		for _, role := range append(slices.Sorted(maps.Keys(s.dirty)), tuf.SNAPSHOT, tuf.TIMESTAMP) {
 			if _, err := w.signers(ctx, s, role); err != nil {
 				return err
 			}

@@ -3,6 +3,8 @@ package repo
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
@@ -69,12 +71,12 @@ func (w *Workspace) Refresh(ctx context.Context, window time.Duration) (*Refresh
 		}
 		switch {
 		case len(s.dirty) > 0 || w.due(tuf.SNAPSHOT, s.snapshot.Signed.Expires, window):
-			for _, role := range append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP) {
+			for _, role := range append(slices.Sorted(maps.Keys(s.dirty)), tuf.SNAPSHOT, tuf.TIMESTAMP) {
 				if _, err := w.signers(ctx, s, role); err != nil {
 					return err
 				}
 			}
-			res.Signed = append(sortedKeys(s.dirty), tuf.SNAPSHOT, tuf.TIMESTAMP)
+			res.Signed = append(slices.Sorted(maps.Keys(s.dirty)), tuf.SNAPSHOT, tuf.TIMESTAMP)
 			return s.commit(ctx, nil, w.signers, w.expiry)
 		case w.due(tuf.TIMESTAMP, s.timestamp.Signed.Expires, window):
 			res.Signed = []string{tuf.TIMESTAMP}

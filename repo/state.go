@@ -197,19 +197,19 @@ func (s *state) commit(ctx context.Context, files map[string][]byte, signers sig
 	// One order on every run (sorted names), so that a crash or a failed
 	// write stops a publish at a point that can be reasoned about and
 	// replayed.
-	for _, name := range sortedKeys(files) {
+	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if err := s.st.PutOnce(ctx, name, files[name]); err != nil {
 			return err
 		}
 	}
-	for _, name := range sortedKeys(s.presigned) {
+	for _, name := range slices.Sorted(maps.Keys(s.presigned)) {
 		md := s.roles[name]
 		if err := s.st.PutOnce(ctx, fmt.Sprintf("metadata/%d.%s.json", md.Signed.Version, name), s.presigned[name]); err != nil {
 			return err
 		}
 		s.snapshot.Signed.Meta[name+".json"] = tuf.MetaFile(md.Signed.Version)
 	}
-	for _, name := range sortedKeys(s.dirty) {
+	for _, name := range slices.Sorted(maps.Keys(s.dirty)) {
 		md := s.roles[name]
 		v := int64(1)
 		if m, ok := s.snapshot.Signed.Meta[name+".json"]; ok && !s.fresh {
@@ -309,8 +309,4 @@ func signAndEncode[T tuf.Roles](md *tuf.Metadata[T], signers []signature.Signer)
 	// Compact JSON: these files are fetched by every client, and bins
 	// and the snapshot are the bulk of what a client downloads.
 	return md.ToBytes(false)
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	return slices.Sorted(maps.Keys(m))
 }

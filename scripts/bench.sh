@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${BENCH_OUT:-bench.out}
-go test -run '^$' -bench "${BENCH:-.}" -benchmem -benchtime "${BENCHTIME:-10x}" -timeout 60m ./... | tee "$out"
+go test -tags simulator -run '^$' -bench "${BENCH:-.}" -benchmem -benchtime "${BENCHTIME:-10x}" -timeout 60m ./... | tee "$out"
 echo
 awk -f scripts/benchtable.awk "$out"

@@ -6,8 +6,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-make -s build
+make -s build build-sim
 BIN=$PWD/bin
+# The simulated nodes and the reading step need the TPM simulator build.
+SIMBIN=$PWD/bin/sim
 BOOT=$PWD/testdata/boot
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/mtuf-demo.XXXXXX")
 PIDS=()
@@ -45,7 +47,7 @@ run "$BIN/mtuf" repo layout --workspace ws --owner-key owner.key --targets-key t
 
 step "Three nodes boot: node-1 and node-2 the release image, node-3 a modified kernel"
 start_agent() {
-	"$BIN/mtuf-agent" --listen 127.0.0.1:0 --tpm sim --boot-log "$2" \
+	"$SIMBIN/mtuf-agent" --listen 127.0.0.1:0 --tpm sim --boot-log "$2" \
 		--ready-file "$1.addr" --ak-pub-out "$1-ak.pem" 2>"$1.log" &
 	PIDS+=($!)
 }
@@ -55,7 +57,7 @@ start_agent node-3 "$BOOT/image-v1.0.0-modified-kernel.yaml"
 for n in node-1 node-2 node-3; do wait_file "$n.addr"; echo "$n: mtuf-agent on $(cat "$n.addr")"; done
 
 step "CI: read the reference measurements of the release image from a TPM, recording an in-toto link"
-run "$BIN/pcr-reader" --tpm sim --boot-log "$BOOT/image-v1.0.0.yaml" \
+run "$SIMBIN/pcr-reader" --tpm sim --boot-log "$BOOT/image-v1.0.0.yaml" \
 	--image v1.0.0 --platform qemu-vtpm --out measurements.json --link-key ci.key
 
 step "Maintainer: publish them with their links as signed TUF targets, verified against the layout first"

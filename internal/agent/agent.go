@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/keys"
 )
 
 // KeyType selects the attestation key's algorithm.
@@ -108,7 +109,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create %s attestation key in the TPM's owner hierarchy: %w (a TPM whose owner hierarchy has a password cannot be used)", cfg.KeyType, err)
 	}
-	akPEM, err := agentapi.MarshalPublicKeyPEM(ak.PublicKey())
+	akPEM, err := keys.MarshalPublic(ak.PublicKey())
 	if err != nil {
 		ak.Close()
 		return nil, fmt.Errorf("encode attestation key: %w", err)

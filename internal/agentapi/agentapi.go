@@ -193,15 +193,6 @@ func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, error) {
 	return pub, nil
 }
 
-// MarshalPublicKeyPEM encodes a public key as a PEM "PUBLIC KEY" block.
-func MarshalPublicKeyPEM(pub crypto.PublicKey) ([]byte, error) {
-	der, err := x509.MarshalPKIXPublicKey(pub)
-	if err != nil {
-		return nil, err
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), nil
-}
-
 // do sends req and returns the body of a 200 answer of content type want,
 // read up to limit bytes.
 func do(hc *http.Client, req *http.Request, baseURL, want string, limit int64) ([]byte, error) {

@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/go-tpm-tools/proto/attest"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/mtuf/mtuf/keys"
 )
 
 // fakeAgent answers attestation requests with a fixed attestation after
@@ -189,7 +191,7 @@ func TestFetchAK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pemBytes, err := MarshalPublicKeyPEM(&key.PublicKey)
+	pemBytes, err := keys.MarshalPublic(&key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,15 +22,9 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agent"
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/internal/tpm"
-)
-
-// Exit statuses.
-const (
-	exitOK    = 0
-	exitError = 1 // the agent could not start or failed while serving
-	exitUsage = 2 // bad flags or arguments
 )
 
 // DefaultListen is where the agent listens unless told otherwise: loopback,
@@ -72,11 +66,6 @@ type options struct {
 	eventLogOut    string
 }
 
-// usageError marks errors in how the command was invoked.
-type usageError struct{ error }
-
-func (e usageError) Unwrap() error { return e.error }
-
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var opts options
 	cmd := &cobra.Command{
@@ -92,6 +81,7 @@ the AK public key (PEM), for pinning.
 for a TCP TPM such as swtpm (its server port; swtpm must run with
 --flags not-need-init,startup-clear), sim for a fresh in-process simulator, or
 sim:SEED for a simulator whose keys are the same on every run (demos and tests).
+The simulator is only in development builds (go build -tags simulator, with cgo).
 
 --boot-log FILE measures a described boot (YAML or JSON) into a test TPM (sim or
 tcp://) and serves its event log. A device's PCRs hold this machine's real boot
@@ -123,7 +113,7 @@ is sent along as an intermediate.`,
     --ak-ca-cert testdata/ak-ca/test-ak-ca.pem --listen 127.0.0.1:0 --ready-file agent.addr`,
 		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unexpected argument %q: mtuf-agent takes only flags", args[0])}
+				return cli.Usage(fmt.Errorf("unexpected argument %q: mtuf-agent takes only flags", args[0]))
 			}
 			return nil
 		},
@@ -148,23 +138,22 @@ is sent along as an intermediate.`,
 	f.StringVar(&opts.clusterID, "cluster-id", "", "extend PCR 15 of a test TPM with the digest of cluster `ID` (sim or tcp:// only)")
 	f.StringVar(&opts.eventLogOut, "event-log-out", "", "write the event log the agent serves to `FILE` at start-up (a reference log for verifiers)")
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
-		return usageError{err}
+		return cli.Usage(err)
 	})
 	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
 
 	err := cmd.ExecuteContext(ctx)
-	if err == nil {
-		return exitOK
+	code, silent := cli.Code(err)
+	if err == nil || silent {
+		return code
 	}
 	fmt.Fprintf(stderr, "mtuf-agent: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) {
+	if code == cli.ExitUsage {
 		fmt.Fprintln(stderr, "Run 'mtuf-agent --help' for usage.")
-		return exitUsage
 	}
-	return exitError
+	return code
 }
 
 func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
@@ -172,10 +161,10 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 
 	akType, err := agent.ParseKeyType(opts.akType)
 	if err != nil {
-		return usageError{fmt.Errorf("--ak-type: %w", err)}
+		return cli.Usage(fmt.Errorf("--ak-type: %w", err))
 	}
 	if opts.listen == "" {
-		return usageError{errors.New("--listen: give HOST:PORT, as in " + DefaultListen)}
+		return cli.Usage(errors.New("--listen: give HOST:PORT, as in " + DefaultListen))
 	}
 	if err := checkFlagCombinations(opts); err != nil {
 		return err
@@ -184,7 +173,7 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	var chain *tpm.BootChain
 	if opts.bootLog != "" {
 		if !testTPM {
-			return usageError{fmt.Errorf("--boot-log extends PCRs, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): the PCRs of %q hold this machine's real boot", opts.tpmSpec)}
+			return cli.Usage(fmt.Errorf("--boot-log extends PCRs, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): the PCRs of %q hold this machine's real boot", opts.tpmSpec))
 		}
 		if chain, err = tpm.LoadBootChain(opts.bootLog); err != nil {
 			return err
@@ -192,10 +181,10 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	}
 	if opts.clusterID != "" {
 		if !testTPM {
-			return usageError{fmt.Errorf("--cluster-id extends PCR 15, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): on a real node, the node's initialization extends PCR 15 once, not the agent at every start")}
+			return cli.Usage(fmt.Errorf("--cluster-id extends PCR 15, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): on a real node, the node's initialization extends PCR 15 once, not the agent at every start"))
 		}
 		if chain, err = withClusterID(chain, opts.clusterID); err != nil {
-			return usageError{fmt.Errorf("--cluster-id: %w", err)}
+			return cli.Usage(fmt.Errorf("--cluster-id: %w", err))
 		}
 	}
 	ca, err := loadAKCA(ctx, opts, stderr)

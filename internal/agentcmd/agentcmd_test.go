@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/internal/tpm/tpmtest"
 )
@@ -202,23 +203,23 @@ func TestErrors(t *testing.T) {
 		code int
 		want []string
 	}{
-		{"unknown flag", []string{"--bogus"}, exitUsage, []string{"unknown flag: --bogus", "--help"}},
-		{"argument", []string{"serve"}, exitUsage, []string{`unexpected argument "serve"`}},
-		{"ak type", []string{"--tpm", "sim", "--ak-type", "dsa"}, exitUsage, []string{"--ak-type", `"dsa"`, "ecc or rsa"}},
-		{"empty listen", []string{"--tpm", "sim", "--listen", ""}, exitUsage, []string{"--listen"}},
-		{"boot log on a device", []string{"--tpm", "/dev/tpmrm0", "--boot-log", filepath.Join(bootDir, "image-v1.0.0.yaml")}, exitUsage,
+		{"unknown flag", []string{"--bogus"}, cli.ExitUsage, []string{"unknown flag: --bogus", "--help"}},
+		{"argument", []string{"serve"}, cli.ExitUsage, []string{`unexpected argument "serve"`}},
+		{"ak type", []string{"--tpm", "sim", "--ak-type", "dsa"}, cli.ExitUsage, []string{"--ak-type", `"dsa"`, "ecc or rsa"}},
+		{"empty listen", []string{"--tpm", "sim", "--listen", ""}, cli.ExitUsage, []string{"--listen"}},
+		{"boot log on a device", []string{"--tpm", "/dev/tpmrm0", "--boot-log", filepath.Join(bootDir, "image-v1.0.0.yaml")}, cli.ExitUsage,
 			[]string{"--boot-log", "test TPM", `"/dev/tpmrm0"`}},
-		{"no TPM device", []string{"--tpm", filepath.Join(dir, "tpm0"), "--listen", "127.0.0.1:0"}, exitError,
+		{"no TPM device", []string{"--tpm", filepath.Join(dir, "tpm0"), "--listen", "127.0.0.1:0"}, cli.ExitFailed,
 			[]string{"tpm0", "no such device", "sim"}},
-		{"bad seed", []string{"--tpm", "sim:x", "--listen", "127.0.0.1:0"}, exitError, []string{`"sim:x"`, "integer"}},
-		{"missing boot log", []string{"--tpm", "sim", "--boot-log", filepath.Join(dir, "none.yaml")}, exitError,
+		{"bad seed", []string{"--tpm", "sim:x", "--listen", "127.0.0.1:0"}, cli.ExitFailed, []string{`"sim:x"`, "integer"}},
+		{"missing boot log", []string{"--tpm", "sim", "--boot-log", filepath.Join(dir, "none.yaml")}, cli.ExitFailed,
 			[]string{"none.yaml", "no such file"}},
-		{"bad boot log", []string{"--tpm", "sim", "--boot-log", badBoot}, exitError,
+		{"bad boot log", []string{"--tpm", "sim", "--boot-log", badBoot}, cli.ExitFailed,
 			[]string{"bad-boot.yaml", "events[0] (line 3)", `"EV_KERNEL"`}},
-		{"busy port", []string{"--tpm", "sim", "--listen", busy.Addr().String()}, exitError,
+		{"busy port", []string{"--tpm", "sim", "--listen", busy.Addr().String()}, cli.ExitFailed,
 			[]string{"listen on " + busy.Addr().String(), "address already in use", "--listen"}},
-		{"bad listen", []string{"--tpm", "sim", "--listen", "nohost"}, exitError, []string{"listen on nohost"}},
-		{"ak out unwritable", []string{"--tpm", "sim", "--listen", "127.0.0.1:0", "--ak-pub-out", filepath.Join(dir, "no", "ak.pem")}, exitError,
+		{"bad listen", []string{"--tpm", "sim", "--listen", "nohost"}, cli.ExitFailed, []string{"listen on nohost"}},
+		{"ak out unwritable", []string{"--tpm", "sim", "--listen", "127.0.0.1:0", "--ak-pub-out", filepath.Join(dir, "no", "ak.pem")}, cli.ExitFailed,
 			[]string{"--ak-pub-out", "no such file"}},
 	}
 	for _, tc := range tests {
@@ -278,7 +279,7 @@ func TestServeSwtpm(t *testing.T) {
 	// not replay, and is refused.
 	var stderr bytes.Buffer
 	code := run(context.Background(), []string{"--tpm", sw.Spec, "--listen", "127.0.0.1:0", "--boot-log", chain}, &bytes.Buffer{}, &stderr)
-	if code != exitError || !strings.Contains(stderr.String(), "not in its reset state") {
+	if code != cli.ExitFailed || !strings.Contains(stderr.String(), "not in its reset state") {
 		t.Fatalf("second boot of swtpm: exit %d, %s", code, stderr.String())
 	}
 

@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-eventlog/tcg"
 
 	"github.com/mtuf/mtuf/internal/agent"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
@@ -33,11 +34,11 @@ const maxCertFileBytes = 1 << 20
 func checkFlagCombinations(opts options) error {
 	switch {
 	case (opts.akCAKey == "") != (opts.akCACert == ""):
-		return usageError{errors.New("--ak-ca-key and --ak-ca-cert go together: give the CA's encrypted private key and its certificate")}
+		return cli.Usage(errors.New("--ak-ca-key and --ak-ca-cert go together: give the CA's encrypted private key and its certificate"))
 	case opts.akCertOut != "" && opts.akCAKey == "":
-		return usageError{errors.New("--ak-cert-out: the attestation key has no certificate without --ak-ca-key and --ak-ca-cert")}
+		return cli.Usage(errors.New("--ak-cert-out: the attestation key has no certificate without --ak-ca-key and --ak-ca-cert"))
 	case opts.akCertValidity <= 0:
-		return usageError{fmt.Errorf("--ak-cert-validity %v: give a positive duration such as 24h", opts.akCertValidity)}
+		return cli.Usage(fmt.Errorf("--ak-cert-validity %v: give a positive duration such as 24h", opts.akCertValidity))
 	}
 	return nil
 }
@@ -98,15 +99,15 @@ func loadAKCA(ctx context.Context, opts options, stderr io.Writer) (*agent.CA, e
 	}
 	cert, err := loadCACert(opts.akCACert)
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--ak-ca-cert: %w", err)}
+		return nil, cli.Usage(fmt.Errorf("--ak-ca-cert: %w", err))
 	}
 	key, err := keys.LoadPrivate(ctx, opts.akCAKey, keys.PasswordSource{File: opts.passwordFile, Prompt: stderr})
 	if err != nil {
-		return nil, usageError{fmt.Errorf("--ak-ca-key: %w", err)}
+		return nil, cli.Usage(fmt.Errorf("--ak-ca-key: %w", err))
 	}
 	ca := &agent.CA{Cert: cert, Key: key, Validity: opts.akCertValidity}
 	if err := ca.Check(); err != nil {
-		return nil, usageError{fmt.Errorf("--ak-ca-key %s with --ak-ca-cert %s: %w", opts.akCAKey, opts.akCACert, err)}
+		return nil, cli.Usage(fmt.Errorf("--ak-ca-key %s with --ak-ca-cert %s: %w", opts.akCAKey, opts.akCACert, err))
 	}
 	return ca, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -189,26 +190,26 @@ func TestNewFlagErrors(t *testing.T) {
 		code     int
 		want     []string
 	}{
-		{"cluster ID on a device", []string{"--tpm", "/dev/tpmrm0", "--cluster-id", "c"}, "", exitUsage,
+		{"cluster ID on a device", []string{"--tpm", "/dev/tpmrm0", "--cluster-id", "c"}, "", cli.ExitUsage,
 			[]string{"--cluster-id", "test TPM", "initialization"}},
-		{"cluster ID with spaces", append(sim, "--cluster-id", "prod "), "", exitUsage, []string{"--cluster-id", "white space"}},
-		{"cluster ID with a newline", append(sim, "--cluster-id", "a\nb"), "", exitUsage, []string{"--cluster-id", "control character"}},
-		{"cluster ID too long", append(sim, "--cluster-id", strings.Repeat("x", MaxClusterIDBytes+1)), "", exitUsage, []string{"at most 1024"}},
-		{"chain measures PCR 15", append(sim, "--boot-log", chain15, "--cluster-id", "c"), "", exitUsage,
+		{"cluster ID with spaces", append(sim, "--cluster-id", "prod "), "", cli.ExitUsage, []string{"--cluster-id", "white space"}},
+		{"cluster ID with a newline", append(sim, "--cluster-id", "a\nb"), "", cli.ExitUsage, []string{"--cluster-id", "control character"}},
+		{"cluster ID too long", append(sim, "--cluster-id", strings.Repeat("x", MaxClusterIDBytes+1)), "", cli.ExitUsage, []string{"at most 1024"}},
+		{"chain measures PCR 15", append(sim, "--boot-log", chain15, "--cluster-id", "c"), "", cli.ExitUsage,
 			[]string{"already measures into PCR 15", "events[0]"}},
-		{"CA key without certificate", append(sim, "--ak-ca-key", caKey), "", exitUsage, []string{"--ak-ca-key and --ak-ca-cert go together"}},
-		{"CA certificate without key", append(sim, "--ak-ca-cert", caCert), "", exitUsage, []string{"go together"}},
-		{"certificate out without CA", append(sim, "--ak-cert-out", filepath.Join(dir, "c.pem")), "", exitUsage, []string{"--ak-cert-out", "--ak-ca-key"}},
-		{"zero validity", append(sim, "--ak-cert-validity", "0s"), "", exitUsage, []string{"--ak-cert-validity", "positive"}},
-		{"CA key of another certificate", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", otherCert), "test-password", exitUsage,
+		{"CA key without certificate", append(sim, "--ak-ca-key", caKey), "", cli.ExitUsage, []string{"--ak-ca-key and --ak-ca-cert go together"}},
+		{"CA certificate without key", append(sim, "--ak-ca-cert", caCert), "", cli.ExitUsage, []string{"go together"}},
+		{"certificate out without CA", append(sim, "--ak-cert-out", filepath.Join(dir, "c.pem")), "", cli.ExitUsage, []string{"--ak-cert-out", "--ak-ca-key"}},
+		{"zero validity", append(sim, "--ak-cert-validity", "0s"), "", cli.ExitUsage, []string{"--ak-cert-validity", "positive"}},
+		{"CA key of another certificate", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", otherCert), "test-password", cli.ExitUsage,
 			[]string{"does not belong to the AK CA certificate"}},
-		{"wrong CA key password", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", caCert), "nope", exitUsage,
+		{"wrong CA key password", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", caCert), "nope", cli.ExitUsage,
 			[]string{"--ak-ca-key", "wrong password"}},
-		{"CA certificate not PEM", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", notCert), "test-password", exitUsage,
+		{"CA certificate not PEM", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", notCert), "test-password", cli.ExitUsage,
 			[]string{"--ak-ca-cert", "no PEM block"}},
-		{"CA certificate is a key", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", caKey), "test-password", exitUsage,
+		{"CA certificate is a key", append(sim, "--ak-ca-key", caKey, "--ak-ca-cert", caKey), "test-password", cli.ExitUsage,
 			[]string{"--ak-ca-cert", `"ENCRYPTED SIGSTORE PRIVATE KEY", want CERTIFICATE`}},
-		{"CA key is a certificate", append(sim, "--ak-ca-key", caCert, "--ak-ca-cert", caCert), "test-password", exitUsage,
+		{"CA key is a certificate", append(sim, "--ak-ca-key", caCert, "--ak-ca-cert", caCert), "test-password", cli.ExitUsage,
 			[]string{"--ak-ca-key", "public key"}},
 	}
 	for _, tc := range tests {

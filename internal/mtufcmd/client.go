@@ -14,8 +14,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/attest"
 	"github.com/mtuf/mtuf/client"
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/keys"
 )
 
@@ -245,7 +247,7 @@ which case no node was asked.`,
 			if len(akFiles) == 0 && len(caFiles) == 0 {
 				return usageErr("no way to trust attestation keys: give --trusted-ak FILE (pinned keys) or --ak-ca CA.pem (a CA that certifies them)")
 			}
-			var p client.Policy
+			var p attest.Policy
 			for _, f := range akFiles {
 				k, err := keys.LoadPublic(f)
 				if err != nil {
@@ -254,7 +256,7 @@ which case no node was asked.`,
 				p.TrustedAKs = append(p.TrustedAKs, k)
 			}
 			for _, f := range caFiles {
-				certs, err := client.LoadAKRoots(f)
+				certs, err := attest.LoadAKRoots(f)
 				if err != nil {
 					return usageErr("--ak-ca: %v", err)
 				}
@@ -278,7 +280,7 @@ which case no node was asked.`,
 				return usageErr("no trusted measurements yet: run 'mtuf client update --image V --platform P' first")
 			}
 			p.Measurements = cfg.Measurements
-			v, err := client.NewVerifier(p, client.Options{Timeout: timeout, Concurrency: concurrency})
+			v, err := attest.NewVerifier(p, attest.Options{Timeout: timeout, Concurrency: concurrency})
 			if err != nil {
 				return usageErr("%v", err)
 			}
@@ -294,7 +296,7 @@ which case no node was asked.`,
 				printReport(g, rep)
 			}
 			if !rep.AllTrusted() {
-				return silent{code: exitFailed}
+				return cli.Silent(cli.ExitFailed)
 			}
 			return nil
 		},
@@ -306,8 +308,8 @@ which case no node was asked.`,
 	f.StringArrayVar(&caFiles, "ak-ca", nil, "CA certificates (PEM `FILE`) that certify attestation keys (repeat for several)")
 	f.StringVar(&clusterID, "cluster-id", "", "also enforce PCR 15 to the value of cluster `ID`")
 	f.StringVar(&referenceLog, "reference-log", "", "TCG event log `FILE` of a node of the release image, to name the boot event that differs")
-	f.DurationVar(&timeout, "timeout", client.DefaultTimeout, "time allowed for each node")
-	f.IntVar(&concurrency, "concurrency", client.DefaultConcurrency, "nodes verified at once")
+	f.DurationVar(&timeout, "timeout", attest.DefaultTimeout, "time allowed for each node")
+	f.IntVar(&concurrency, "concurrency", attest.DefaultConcurrency, "nodes verified at once")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return c
 }
@@ -427,7 +429,7 @@ func readNodesFile(path string) ([]nodeLine, error) {
 	return out, nil
 }
 
-func printReport(g *globals, rep *client.Report) {
+func printReport(g *globals, rep *attest.Report) {
 	fmt.Fprintf(g.stdout, "image %s on %s (%s bank)", rep.Image, rep.Platform, rep.Hash)
 	if rep.ClusterID != "" {
 		fmt.Fprintf(g.stdout, ", cluster ID %s", rep.ClusterID)
@@ -471,8 +473,8 @@ func printReport(g *globals, rep *client.Report) {
 			fmt.Fprintf(g.stdout, "\n%s: PCRs that differ\n%s\n", n.Node, strings.Join(diff, "\n"))
 		}
 	}
-	fmt.Fprintf(g.stdout, "\n%d of %d node(s) trusted", rep.Count(client.Trusted)+rep.Count(client.TrustedWithWarnings), len(rep.Nodes))
-	if r, u := rep.Count(client.Refused), rep.Count(client.Unreachable); r+u > 0 {
+	fmt.Fprintf(g.stdout, "\n%d of %d node(s) trusted", rep.Count(attest.Trusted)+rep.Count(attest.TrustedWithWarnings), len(rep.Nodes))
+	if r, u := rep.Count(attest.Refused), rep.Count(attest.Unreachable); r+u > 0 {
 		fmt.Fprintf(g.stdout, ", %d refused, %d unreachable", r, u)
 	}
 	fmt.Fprintln(g.stdout)

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 	"github.com/mtuf/mtuf/repo"
@@ -97,7 +98,7 @@ in the form in-toto-verify (in-toto 1.3.1) reads:
 				tk = append(tk, k)
 			}
 			exp := time.Now().Add(expires).UTC().Truncate(time.Second)
-			layout, err := metadata.NewLayout(owner, metadata.LayoutOptions{
+			layout, err := intoto.NewLayout(owner, intoto.LayoutOptions{
 				ReadFunctionaries:    readKeys,
 				PublishFunctionaries: publishKeys,
 				Expires:              exp,
@@ -116,7 +117,7 @@ in the form in-toto-verify (in-toto 1.3.1) reads:
 				}
 			}
 			if ownerOut != "" {
-				data, err := metadata.ExportInTotoPublicKey(owner.Public())
+				data, err := intoto.ExportPublicKey(owner.Public())
 				if err != nil {
 					return err
 				}
@@ -142,8 +143,8 @@ in the form in-toto-verify (in-toto 1.3.1) reads:
 				}{res, exp, readIDs, publishIDs, threshold})
 			}
 			fmt.Fprintf(g.stdout, "layout signed by owner key %s, expires %s\n", strings.Join(res.OwnerKeyIDs, ", "), exp.Format(time.RFC3339))
-			fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", metadata.StepReadMeasurements, strings.Join(readIDs, ", "), readFrom, threshold)
-			fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", metadata.StepPublish, strings.Join(publishIDs, ", "), publishFrom, threshold)
+			fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepReadMeasurements, strings.Join(readIDs, ", "), readFrom, threshold)
+			fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepPublish, strings.Join(publishIDs, ", "), publishFrom, threshold)
 			if res.Unchanged {
 				fmt.Fprintf(g.stdout, "%s is already published with this content; nothing to do\n", res.Target)
 				return nil
@@ -204,7 +205,7 @@ func loadFunctionary(ctx context.Context, g *globals, ref string) (crypto.Public
 	if err != nil {
 		return nil, err
 	}
-	pub, jsonErr := metadata.ParseInTotoPublicKey(data)
+	pub, jsonErr := intoto.ParsePublicKey(data)
 	if jsonErr == nil {
 		return pub, nil
 	}
@@ -218,7 +219,7 @@ func loadFunctionary(ctx context.Context, g *globals, ref string) (crypto.Public
 func inTotoIDs(pubs []crypto.PublicKey) ([]string, error) {
 	out := make([]string, len(pubs))
 	for i, p := range pubs {
-		id, err := metadata.InTotoKeyID(p)
+		id, err := intoto.KeyID(p)
 		if err != nil {
 			return nil, err
 		}
@@ -298,7 +299,7 @@ func refuseWithoutLinks(ctx context.Context, w *repo.Workspace) error {
 	if layout != nil {
 		return usageErr("the repository has an in-toto layout (%s), so clients refuse measurements without their links: "+
 			"give --link FILE (the %s link that pcr-reader --link-key wrote) and --link-key K (the %s step's functionary key)",
-			metadata.LayoutTarget, metadata.StepReadMeasurements, metadata.StepPublish)
+			metadata.LayoutTarget, intoto.StepReadMeasurements, intoto.StepPublish)
 	}
 	return nil
 }

@@ -15,36 +15,12 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/keys"
 )
 
-// Exit statuses. Scripts rely on them: 0 only on success, 1 when the
-// operation ran and failed (a node refused, a check that did not pass), 2
-// when it could not run as asked (bad flags, configuration, input).
-const (
-	exitOK      = 0
-	exitFailed  = 1
-	exitUsage   = 2
-	exitUnknown = 1
-)
-
-// exitError carries an exit status with an error.
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string { return e.err.Error() }
-func (e *exitError) Unwrap() error { return e.err }
-
-func usageErr(format string, args ...any) error {
-	return &exitError{code: exitUsage, err: fmt.Errorf(format, args...)}
-}
-
-// silent reports a failure whose explanation was already printed.
-type silent struct{ code int }
-
-func (s silent) Error() string { return "" }
+// usageErr is a usage error: the command could not run as asked.
+func usageErr(format string, args ...any) error { return cli.Usagef(format, args...) }
 
 // globals are the flags every command shares.
 type globals struct {
@@ -83,22 +59,15 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(ctx)
-	if err == nil {
-		return exitOK
-	}
-	var s silent
-	if errors.As(err, &s) {
-		return s.code
+	code, silent := cli.Code(err)
+	if err == nil || silent {
+		return code
 	}
 	fmt.Fprintf(stderr, "mtuf: %v\n", err)
-	var ee *exitError
-	if errors.As(err, &ee) {
-		return ee.code
+	if code == cli.ExitFailed && (isFlagError(err) || strings.HasPrefix(err.Error(), "unknown command")) {
+		return cli.ExitUsage
 	}
-	if isFlagError(err) || strings.HasPrefix(err.Error(), "unknown command") {
-		return exitUsage
-	}
-	return exitUnknown
+	return code
 }
 
 // flagErrors are the errors cobra returns for a command line it cannot

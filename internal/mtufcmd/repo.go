@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/metadata"
 	"github.com/mtuf/mtuf/repo"
@@ -358,7 +359,7 @@ monitoring job.`,
 				}
 			}
 			if check && len(st.Warnings) > 0 {
-				return silent{code: exitFailed}
+				return cli.Silent(cli.ExitFailed)
 			}
 			return nil
 		},
@@ -418,7 +419,7 @@ standard error: they need a signing ceremony.`,
 				fmt.Fprintf(g.stdout, "re-signed %s\n", summarizeRoles(res.Signed))
 			}
 			if len(res.Signed) == 0 {
-				return silent{code: exitNothingDue}
+				return cli.Silent(exitNothingDue)
 			}
 			return nil
 		},

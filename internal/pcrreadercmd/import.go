@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -49,7 +50,7 @@ files are replaced.`,
       --image v1.0.0 --platform azure-sev-snp`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unexpected argument %q (see 'pcr-reader import --help')", args[0])}
+				return cli.Usage(fmt.Errorf("unexpected argument %q (see 'pcr-reader import --help')", args[0]))
 			}
 			return nil
 		},
@@ -68,32 +69,32 @@ files are replaced.`,
 
 func runImport(o importOptions, stdout io.Writer) error {
 	if o.in == "" || o.outDir == "" {
-		return usageError{errors.New("--in FILE and --out-dir DIR are required")}
+		return cli.Usage(errors.New("--in FILE and --out-dir DIR are required"))
 	}
 	if o.platform != "" {
 		if err := metadata.ValidatePlatform(o.platform); err != nil {
-			return usageError{fmt.Errorf("--platform: %w", err)}
+			return cli.Usage(fmt.Errorf("--platform: %w", err))
 		}
 	}
 	data, err := os.ReadFile(o.in)
 	if err != nil {
-		return usageError{fmt.Errorf("--in: %w", err)}
+		return cli.Usage(fmt.Errorf("--in: %w", err))
 	}
 	var docs []*metadata.Measurements
 	if len(o.clouds) > 0 {
 		mapping, err := cloudPlatforms(o.clouds)
 		if err != nil {
-			return usageError{err}
+			return cli.Usage(err)
 		}
 		if o.image == "" {
-			return usageError{errors.New("--cloud maps the clouds of a per-cloud measurements.yaml, which names no image version: give --image V")}
+			return cli.Usage(errors.New("--cloud maps the clouds of a per-cloud measurements.yaml, which names no image version: give --image V"))
 		}
 		docs, err = metadata.ParseLegacyYAML(data, o.image, mapping)
 		if err != nil {
-			return usageError{fmt.Errorf("%s: %w", o.in, err)}
+			return cli.Usage(fmt.Errorf("%s: %w", o.in, err))
 		}
 	} else if docs, err = metadata.ParseAll(data, o.image); err != nil {
-		return usageError{fmt.Errorf("%s: %w", o.in, err)}
+		return cli.Usage(fmt.Errorf("%s: %w", o.in, err))
 	}
 	if o.platform != "" {
 		var found []string
@@ -102,7 +103,7 @@ func runImport(o importOptions, stdout io.Writer) error {
 			return m.Platform != o.platform
 		})
 		if len(docs) == 0 {
-			return usageError{fmt.Errorf("%s has no measurements for platform %s (it has %s)", o.in, o.platform, strings.Join(found, ", "))}
+			return cli.Usage(fmt.Errorf("%s has no measurements for platform %s (it has %s)", o.in, o.platform, strings.Join(found, ", ")))
 		}
 	}
 	for _, m := range docs {

@@ -29,31 +29,28 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mtuf/mtuf/internal/agentapi"
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
 	"github.com/mtuf/mtuf/internal/tpm"
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
 
-type usageError struct{ error }
-
-// Main runs pcr-reader with os.Args and returns the exit status: 0 on
-// success, 1 when reading failed, 2 for a bad command line.
+// Main runs pcr-reader with os.Args and returns the exit status (see
+// package cli): 0 on success, 1 when reading failed, 2 for a bad command
+// line.
 func Main() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	cmd := newCommand(os.Stdout, os.Stderr)
 	cmd.SetArgs(os.Args[1:])
 	err := cmd.ExecuteContext(ctx)
-	if err == nil {
-		return 0
+	code, silent := cli.Code(err)
+	if err != nil && !silent {
+		fmt.Fprintf(os.Stderr, "pcr-reader: %v\n", err)
 	}
-	fmt.Fprintf(os.Stderr, "pcr-reader: %v\n", err)
-	var ue usageError
-	if errors.As(err, &ue) {
-		return 2
-	}
-	return 1
+	return code
 }
 
 type options struct {
@@ -92,7 +89,7 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 		SilenceErrors: true,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if len(args) > 0 {
-				return usageError{fmt.Errorf("unexpected argument %q", args[0])}
+				return cli.Usage(fmt.Errorf("unexpected argument %q", args[0]))
 			}
 			return nil
 		},
@@ -103,7 +100,7 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 	c.SetOut(stdout)
 	c.SetErr(stderr)
 	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError{fmt.Errorf("%w (see 'pcr-reader --help')", err)}
+		return cli.Usage(fmt.Errorf("%w (see 'pcr-reader --help')", err))
 	})
 	f := c.Flags()
 	f.StringVar(&o.tpmSpec, "tpm", "", "TPM to read: /dev/tpmrm0, tcp://HOST:PORT, sim or sim:SEED")
@@ -125,26 +122,26 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	switch {
 	case o.image == "" || o.platform == "" || o.out == "":
-		return usageError{errors.New("--image V, --platform P and --out FILE are required")}
+		return cli.Usage(errors.New("--image V, --platform P and --out FILE are required"))
 	case (o.tpmSpec == "") == (o.agentURL == ""):
-		return usageError{errors.New("give exactly one of --tpm SPEC and --agent URL")}
+		return cli.Usage(errors.New("give exactly one of --tpm SPEC and --agent URL"))
 	case o.bootLog != "" && !tpm.IsTestTPM(o.tpmSpec):
-		return usageError{errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent")}
+		return cli.Usage(errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent"))
 	case o.trustedAK != "" && o.agentURL == "":
-		return usageError{errors.New("--trusted-ak goes with --agent")}
+		return cli.Usage(errors.New("--trusted-ak goes with --agent"))
 	case o.linkKey != "" && o.out == "-":
-		return usageError{errors.New("--link-key needs --out FILE: the link is written next to the measurements document")}
+		return cli.Usage(errors.New("--link-key needs --out FILE: the link is written next to the measurements document"))
 	}
 	if err := metadata.ValidateImage(o.image); err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	profile, err := metadata.ProfileFor(o.platform)
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	bank, err := metadata.HashAlgorithm(o.bank)
 	if err != nil {
-		return usageError{fmt.Errorf("--bank: %w", err)}
+		return cli.Usage(fmt.Errorf("--bank: %w", err))
 	}
 	// The key is unlocked before the TPM is read, so that a wrong
 	// password costs nothing.
@@ -152,7 +149,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if o.linkKey != "" {
 		functionary, err = keys.LoadPrivate(ctx, o.linkKey, keys.PasswordSource{File: o.passwordFile, Prompt: stderr})
 		if err != nil {
-			return usageError{fmt.Errorf("--link-key: %w", err)}
+			return cli.Usage(fmt.Errorf("--link-key: %w", err))
 		}
 	}
 	var values map[uint32][]byte
@@ -166,7 +163,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	m, err := profile.Apply(o.image, o.bank, values, toU32(o.enforce), toU32(o.warnOnly))
 	if err != nil {
-		return usageError{err}
+		return cli.Usage(err)
 	}
 	data, err := m.Marshal()
 	if err != nil {
@@ -200,7 +197,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(stdout, "wrote %s: in-toto link of step %s, product %s sha256 %s\n",
-			linkPath, metadata.StepReadMeasurements, metadata.MeasurementsFile, sha256Hex(data))
+			linkPath, intoto.StepReadMeasurements, metadata.MeasurementsFile, sha256Hex(data))
 	}
 	return nil
 }
@@ -211,12 +208,12 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // a TPM, not from files, so the link records no material. It returns the
 // link and the path next to out where in-toto tools look for it.
 func readLink(doc []byte, out string, functionary crypto.Signer) ([]byte, string, error) {
-	link, keyID, err := metadata.NewLink(metadata.StepReadMeasurements, nil,
+	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil,
 		map[string][]byte{metadata.MeasurementsFile: doc}, functionary)
 	if err != nil {
 		return nil, "", fmt.Errorf("--link-key: %w", err)
 	}
-	name, err := metadata.LinkFileName(metadata.StepReadMeasurements, keyID)
+	name, err := metadata.LinkFileName(intoto.StepReadMeasurements, keyID)
 	if err != nil {
 		return nil, "", err
 	}
@@ -237,7 +234,7 @@ func readTPM(o options, bank crypto.Hash) (map[uint32][]byte, error) {
 	if o.bootLog != "" {
 		chain, err := tpm.LoadBootChain(o.bootLog)
 		if err != nil {
-			return nil, usageError{err}
+			return nil, cli.Usage(err)
 		}
 		if _, err := tpm.Boot(rw, chain); err != nil {
 			return nil, err
@@ -254,7 +251,7 @@ func readAgent(ctx context.Context, o options, bank crypto.Hash, stderr io.Write
 	if o.trustedAK != "" {
 		k, err := keys.LoadPublic(o.trustedAK)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--trusted-ak: %w", err)}
+			return nil, cli.Usage(fmt.Errorf("--trusted-ak: %w", err))
 		}
 		pinned = k
 	}

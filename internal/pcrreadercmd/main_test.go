@@ -6,7 +6,6 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +14,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/tpm/tpmtest"
+	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -152,11 +153,11 @@ func TestLinkKeyRecordsTheRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			keyID, err := metadata.InTotoKeyID(priv.Public())
+			keyID, err := intoto.KeyID(priv.Public())
 			if err != nil {
 				t.Fatal(err)
 			}
-			name, _ := metadata.LinkFileName(metadata.StepReadMeasurements, keyID)
+			name, _ := metadata.LinkFileName(intoto.StepReadMeasurements, keyID)
 			if !strings.Contains(stdout, "wrote "+filepath.Join(dir, name)) {
 				t.Errorf("output does not name the link %s:\n%s", name, stdout)
 			}
@@ -164,11 +165,11 @@ func TestLinkKeyRecordsTheRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			step, signer, products, err := metadata.LinkProducts(link)
+			step, signer, products, err := intoto.LinkProducts(link)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if step != metadata.StepReadMeasurements || signer != keyID || len(products) != 1 {
+			if step != intoto.StepReadMeasurements || signer != keyID || len(products) != 1 {
 				t.Fatalf("link: step %s, key %s, products %v", step, signer, products)
 			}
 			if err := products[metadata.MeasurementsFile].Verify(doc); err != nil {
@@ -195,8 +196,7 @@ func TestLinkKeyErrors(t *testing.T) {
 			t.Setenv(keys.PasswordEnv, tc.password)
 			args := append([]string{"--tpm", "sim", "--image", "v1.0.0", "--platform", "qemu-vtpm"}, tc.args...)
 			_, _, err := runCmd(t, args...)
-			var ue usageError
-			if err == nil || !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
+			if err == nil || !cli.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want a usage error containing %q", err, tc.want)
 			}
 		})

@@ -14,12 +14,10 @@ import (
 	"io"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/google/go-tpm-tools/simulator"
 	"github.com/google/go-tpm/legacy/tpm2"
 )
 
@@ -47,6 +45,10 @@ func IsTestTPM(spec string) bool {
 //     `socket --tpm2 --server type=tcp,port=PORT --flags not-need-init,startup-clear`;
 //   - anything else: a TPM character device such as /dev/tpmrm0.
 //
+// The simulator is only in builds with the build tag "simulator" (and cgo),
+// as tests and demos are made: a node's production agent has no TPM but its
+// own. Elsewhere "sim" is an error that says how to get a build with it.
+//
 // The simulator is a process-wide resource: a second Open of "sim" waits until
 // the first one is closed. A TCP TPM serves one client at a time, so other
 // tools cannot use it while the returned handle is open.
@@ -56,22 +58,8 @@ func Open(spec string) (io.ReadWriteCloser, error) {
 	switch {
 	case spec == "":
 		return nil, errors.New("no TPM given: use a device such as /dev/tpmrm0, tcp://HOST:PORT for swtpm, or sim for the simulator")
-	case spec == specSim:
-		s, err := simulator.Get()
-		if err != nil {
-			return nil, fmt.Errorf("start TPM simulator %q: %w", spec, err)
-		}
-		return s, nil
-	case strings.HasPrefix(spec, specSim+":"):
-		seed, err := strconv.ParseInt(strings.TrimPrefix(spec, specSim+":"), 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("TPM %q: the simulator seed must be an integer, as in sim:1", spec)
-		}
-		s, err := simulator.GetWithFixedSeedInsecure(seed)
-		if err != nil {
-			return nil, fmt.Errorf("start TPM simulator %q: %w", spec, err)
-		}
-		return s, nil
+	case spec == specSim || strings.HasPrefix(spec, specSim+":"):
+		return openSimulator(spec)
 	case strings.HasPrefix(spec, specTCP):
 		return openTCP(spec)
 	default:

@@ -1,4 +1,4 @@
-package client_test
+package attest_test
 
 import (
 	"bytes"
@@ -24,12 +24,12 @@ import (
 	"time"
 
 	"github.com/google/go-eventlog/tcg"
-	"github.com/google/go-tpm-tools/proto/attest"
+	attestpb "github.com/google/go-tpm-tools/proto/attest"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
 	"github.com/google/go-tpm-tools/quote"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/attest"
 	"github.com/mtuf/mtuf/internal/agent"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/metadata"
@@ -131,9 +131,9 @@ func referenceBoot(t *testing.T) (map[uint32][]byte, []byte) {
 	return n.pcrs, n.log
 }
 
-func verifyOne(t *testing.T, node string, p client.Policy, o client.Options) client.NodeResult {
+func verifyOne(t *testing.T, node string, p attest.Policy, o attest.Options) attest.NodeResult {
 	t.Helper()
-	rep, err := client.Verify(context.Background(), []string{node}, p, o)
+	rep, err := attest.Verify(context.Background(), []string{node}, p, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +145,9 @@ func verifyOne(t *testing.T, node string, p client.Policy, o client.Options) cli
 
 // expectRefused checks the status, the failed check, and that the reason
 // says want.
-func expectRefused(t *testing.T, r client.NodeResult, check client.Check, want ...string) {
+func expectRefused(t *testing.T, r attest.NodeResult, check attest.Check, want ...string) {
 	t.Helper()
-	if r.Status != client.Refused || r.Failed != check {
+	if r.Status != attest.Refused || r.Failed != check {
 		t.Fatalf("%s, want refused (%s)", r, check)
 	}
 	for _, w := range want {
@@ -162,7 +162,7 @@ func expectRefused(t *testing.T, r client.NodeResult, check client.Check, want .
 
 // proxy sits between the verifier and a node and lets a test play the
 // attacker on the wire.
-func proxy(t *testing.T, target string, rewrite func(req []byte, att *attest.Attestation) *attest.Attestation) string {
+func proxy(t *testing.T, target string, rewrite func(req []byte, att *attestpb.Attestation) *attestpb.Attestation) string {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -173,7 +173,7 @@ func proxy(t *testing.T, target string, rewrite func(req []byte, att *attest.Att
 		}
 		defer resp.Body.Close()
 		raw, _ := io.ReadAll(resp.Body)
-		var att attest.Attestation
+		var att attestpb.Attestation
 		if err := proto.Unmarshal(raw, &att); err != nil {
 			t.Errorf("proxy: %v", err)
 		}
@@ -185,7 +185,7 @@ func proxy(t *testing.T, target string, rewrite func(req []byte, att *attest.Att
 	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-func quoteOf(att *attest.Attestation, h tpmpb.HashAlgo) *tpmpb.Quote {
+func quoteOf(att *attestpb.Attestation, h tpmpb.HashAlgo) *tpmpb.Quote {
 	for _, q := range att.GetQuotes() {
 		if q.GetPcrs().GetHash() == h {
 			return q
@@ -197,11 +197,11 @@ func quoteOf(att *attest.Attestation, h tpmpb.HashAlgo) *tpmpb.Quote {
 func TestVerify(t *testing.T) {
 	n := startSimNode(t)
 	ref := n.reference()
-	pinned := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
+	pinned := attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
 
 	t.Run("trusted", func(t *testing.T) {
-		r := verifyOne(t, n.addr(), pinned, client.Options{})
-		if r.Status != client.Trusted || r.Failed != "" {
+		r := verifyOne(t, n.addr(), pinned, attest.Options{})
+		if r.Status != attest.Trusted || r.Failed != "" {
 			t.Fatalf("%s", r)
 		}
 		if len(r.PCRs) != 4 {
@@ -218,8 +218,8 @@ func TestVerify(t *testing.T) {
 	t.Run("enforced PCR differs", func(t *testing.T) {
 		m := ref.Clone()
 		m.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32)}
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, client.Options{})
-		expectRefused(t, r, client.CheckPCRs, "PCR 4 differ")
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, attest.Options{})
+		expectRefused(t, r, attest.CheckPCRs, "PCR 4 differ")
 		for _, p := range r.PCRs {
 			if p.Index == 4 && (p.Match || !bytes.Equal(p.Actual, n.pcrs[4])) {
 				t.Errorf("PCR 4 result %+v", p)
@@ -230,25 +230,25 @@ func TestVerify(t *testing.T) {
 	t.Run("warn-only PCR differs", func(t *testing.T) {
 		m := ref.Clone()
 		m.PCRs[14] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32), WarnOnly: true}
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, client.Options{})
-		if r.Status != client.TrustedWithWarnings || !strings.Contains(r.Reason, "14") {
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, attest.Options{})
+		if r.Status != attest.TrustedWithWarnings || !strings.Contains(r.Reason, "14") {
 			t.Fatalf("%s", r)
 		}
 	})
 
 	t.Run("AK neither pinned nor certified", func(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}}, client.Options{})
-		expectRefused(t, r, client.CheckAK, "attestation key sha256:", "not trusted", "no AK certificate")
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}}, attest.Options{})
+		expectRefused(t, r, attest.CheckAK, "attestation key sha256:", "not trusted", "no AK certificate")
 		ca := newTestCA(t, "some CA", nil, time.Hour)
-		r = verifyOne(t, n.addr(), client.Policy{Measurements: ref, AKRoots: []*x509.Certificate{ca.Cert}}, client.Options{})
-		expectRefused(t, r, client.CheckAK, "neither pinned", "nor certified")
+		r = verifyOne(t, n.addr(), attest.Policy{Measurements: ref, AKRoots: []*x509.Certificate{ca.Cert}}, attest.Options{})
+		expectRefused(t, r, attest.CheckAK, "neither pinned", "nor certified")
 	})
 
 	t.Run("replayed attestation", func(t *testing.T) {
 		var mu sync.Mutex
-		var first *attest.Attestation
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+		var first *attestpb.Attestation
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			mu.Lock()
 			defer mu.Unlock()
 			if first == nil {
@@ -256,11 +256,11 @@ func TestVerify(t *testing.T) {
 			}
 			return first
 		})
-		if r := verifyOne(t, addr, pinned, client.Options{}); r.Status != client.Trusted {
+		if r := verifyOne(t, addr, pinned, attest.Options{}); r.Status != attest.Trusted {
 			t.Fatalf("first exchange: %s", r)
 		}
-		r := verifyOne(t, addr, pinned, client.Options{})
-		expectRefused(t, r, client.CheckNonce, "another nonce", "replayed")
+		r := verifyOne(t, addr, pinned, attest.Options{})
+		expectRefused(t, r, attest.CheckNonce, "another nonce", "replayed")
 	})
 
 	t.Run("sha256 quote altered while sha384 valid", func(t *testing.T) {
@@ -270,9 +270,9 @@ func TestVerify(t *testing.T) {
 		m := ref.Clone()
 		m.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{7}, 32)}
 		var mu sync.Mutex
-		var sent *attest.Attestation
+		var sent *attestpb.Attestation
 		var nonce []byte
-		addr := proxy(t, n.srv.URL, func(req []byte, att *attest.Attestation) *attest.Attestation {
+		addr := proxy(t, n.srv.URL, func(req []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			mu.Lock()
 			defer mu.Unlock()
 			var body struct{ Nonce []byte }
@@ -281,8 +281,8 @@ func TestVerify(t *testing.T) {
 			sent, nonce = att, body.Nonce
 			return att
 		})
-		r := verifyOne(t, addr, client.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, client.Options{})
-		expectRefused(t, r, client.CheckQuote, "sha256 quote does not verify")
+		r := verifyOne(t, addr, attest.Policy{Measurements: m, TrustedAKs: pinned.TrustedAKs}, attest.Options{})
+		expectRefused(t, r, attest.CheckQuote, "sha256 quote does not verify")
 		mu.Lock()
 		defer mu.Unlock()
 		if err := quote.Verify(quoteOf(sent, tpmpb.HashAlgo_SHA384), n.ak, nonce); err != nil {
@@ -291,7 +291,7 @@ func TestVerify(t *testing.T) {
 	})
 
 	t.Run("no quote of the bank", func(t *testing.T) {
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			var keep []*tpmpb.Quote
 			for _, q := range att.GetQuotes() {
 				if q.GetPcrs().GetHash() != tpmpb.HashAlgo_SHA256 {
@@ -301,15 +301,15 @@ func TestVerify(t *testing.T) {
 			att.Quotes = keep
 			return att
 		})
-		expectRefused(t, verifyOne(t, addr, pinned, client.Options{}), client.CheckQuote, "no quote over the sha256 bank")
+		expectRefused(t, verifyOne(t, addr, pinned, attest.Options{}), attest.CheckQuote, "no quote over the sha256 bank")
 	})
 
 	t.Run("no attestation key", func(t *testing.T) {
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			att.AkPub = nil
 			return att
 		})
-		expectRefused(t, verifyOne(t, addr, pinned, client.Options{}), client.CheckAK, "no attestation key")
+		expectRefused(t, verifyOne(t, addr, pinned, attest.Options{}), attest.CheckAK, "no attestation key")
 	})
 }
 
@@ -363,11 +363,11 @@ func TestVerifyAKCertificate(t *testing.T) {
 	otherRoot := newTestCA(t, "other AK root", nil, 48*time.Hour)
 	n := startNode(t, nodeSpec{chain: bootV1, ca: root.agentCA(time.Hour)})
 	ref := n.reference()
-	byCA := client.Policy{Measurements: ref, AKRoots: []*x509.Certificate{root.Cert}}
+	byCA := attest.Policy{Measurements: ref, AKRoots: []*x509.Certificate{root.Cert}}
 
 	t.Run("certified by the trusted CA", func(t *testing.T) {
-		r := verifyOne(t, n.addr(), byCA, client.Options{})
-		if r.Status != client.Trusted {
+		r := verifyOne(t, n.addr(), byCA, attest.Options{})
+		if r.Status != attest.Trusted {
 			t.Fatalf("%s", r)
 		}
 		if !strings.Contains(r.AKTrust, "certified by CN=test AK root") {
@@ -376,14 +376,14 @@ func TestVerifyAKCertificate(t *testing.T) {
 	})
 
 	t.Run("another CA", func(t *testing.T) {
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, AKRoots: []*x509.Certificate{otherRoot.Cert}}, client.Options{})
-		expectRefused(t, r, client.CheckAK, "issued by CN=test AK root", "does not chain to a trusted CA")
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, AKRoots: []*x509.Certificate{otherRoot.Cert}}, attest.Options{})
+		expectRefused(t, r, attest.CheckAK, "issued by CN=test AK root", "does not chain to a trusted CA")
 	})
 
 	t.Run("expired", func(t *testing.T) {
 		later := func() time.Time { return time.Now().Add(2 * time.Hour) }
-		r := verifyOne(t, n.addr(), byCA, client.Options{Now: later})
-		expectRefused(t, r, client.CheckAK, "AK certificate", "expired on")
+		r := verifyOne(t, n.addr(), byCA, attest.Options{Now: later})
+		expectRefused(t, r, attest.CheckAK, "AK certificate", "expired on")
 	})
 
 	t.Run("certificate of another key", func(t *testing.T) {
@@ -392,30 +392,30 @@ func TestVerifyAKCertificate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			att.AkCert = cert.Raw
 			return att
 		})
-		expectRefused(t, verifyOne(t, addr, byCA, client.Options{}), client.CheckAK, "for another key")
+		expectRefused(t, verifyOne(t, addr, byCA, attest.Options{}), attest.CheckAK, "for another key")
 	})
 
 	t.Run("malformed certificate", func(t *testing.T) {
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			att.AkCert = []byte("not DER")
 			return att
 		})
-		expectRefused(t, verifyOne(t, addr, byCA, client.Options{}), client.CheckAK, "AK certificate is malformed")
+		expectRefused(t, verifyOne(t, addr, byCA, attest.Options{}), attest.CheckAK, "AK certificate is malformed")
 	})
 
 	t.Run("certificate but no trusted CA", func(t *testing.T) {
 		other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}}, client.Options{})
-		expectRefused(t, r, client.CheckAK, "not pinned", "no CA is trusted")
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{other.Public()}}, attest.Options{})
+		expectRefused(t, r, attest.CheckAK, "not pinned", "no CA is trusted")
 	})
 
 	t.Run("pinned wins without a CA", func(t *testing.T) {
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, client.Options{})
-		if r.Status != client.Trusted || r.AKTrust != "pinned" {
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{})
+		if r.Status != attest.Trusted || r.AKTrust != "pinned" {
 			t.Fatalf("%s (%s)", r, r.AKTrust)
 		}
 	})
@@ -425,17 +425,17 @@ func TestVerifyAKCertificate(t *testing.T) {
 		inter := newTestCA(t, "test AK intermediate", root, 24*time.Hour)
 		n := startNode(t, nodeSpec{chain: bootV1, ca: inter.agentCA(time.Hour)})
 		defer n.close()
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: n.reference(), AKRoots: []*x509.Certificate{root.Cert}}, client.Options{})
-		if r.Status != client.Trusted || !strings.Contains(r.AKTrust, "test AK intermediate") {
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: n.reference(), AKRoots: []*x509.Certificate{root.Cert}}, attest.Options{})
+		if r.Status != attest.Trusted || !strings.Contains(r.AKTrust, "test AK intermediate") {
 			t.Fatalf("%s (%s)", r, r.AKTrust)
 		}
 		// Without the intermediate, the chain does not reach the root.
-		addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 			att.IntermediateCerts = nil
 			return att
 		})
-		expectRefused(t, verifyOne(t, addr, client.Policy{Measurements: n.reference(), AKRoots: []*x509.Certificate{root.Cert}}, client.Options{}),
-			client.CheckAK, "does not chain to a trusted CA")
+		expectRefused(t, verifyOne(t, addr, attest.Policy{Measurements: n.reference(), AKRoots: []*x509.Certificate{root.Cert}}, attest.Options{}),
+			attest.CheckAK, "does not chain to a trusted CA")
 	})
 }
 
@@ -446,39 +446,39 @@ func TestVerifyEventLog(t *testing.T) {
 	t.Run("altered log does not replay", func(t *testing.T) {
 		n := startSimNode(t)
 		defer n.close()
-		pinned := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
+		pinned := attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
 		// The attacker swaps the debug kernel's name for the release's in
 		// the log, data and digests alike: the log now tells another boot
 		// than the quoted PCRs.
 		for _, tc := range []struct {
 			name  string
 			edit  func([]byte) []byte
-			check client.Check
+			check attest.Check
 			want  []string
 		}{
 			{"event replaced", func(log []byte) []byte {
 				return replaceEvent(t, log, "vmlinuz-6.6.30-mtuf", "vmlinuz-6.6.30-evil")
-			}, client.CheckEventLog, []string{"event log does not replay", "PCR 4"}},
-			{"garbage", func([]byte) []byte { return []byte("\x01\x02 not an event log") }, client.CheckEventLog, []string{"event log is malformed"}},
-			{"truncated", func(log []byte) []byte { return log[:len(log)-7] }, client.CheckEventLog, []string{"event log is malformed"}},
+			}, attest.CheckEventLog, []string{"event log does not replay", "PCR 4"}},
+			{"garbage", func([]byte) []byte { return []byte("\x01\x02 not an event log") }, attest.CheckEventLog, []string{"event log is malformed"}},
+			{"truncated", func(log []byte) []byte { return log[:len(log)-7] }, attest.CheckEventLog, []string{"event log is malformed"}},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				addr := proxy(t, n.srv.URL, func(_ []byte, att *attest.Attestation) *attest.Attestation {
+				addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
 					att.EventLog = tc.edit(att.EventLog)
 					return att
 				})
-				r := verifyOne(t, addr, pinned, client.Options{})
+				r := verifyOne(t, addr, pinned, attest.Options{})
 				expectRefused(t, r, tc.check, tc.want...)
 			})
 		}
 	})
 
 	modified := startNode(t, nodeSpec{chain: bootModified})
-	pinned := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}}
+	pinned := attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}}
 
 	t.Run("reference holds only PCR values", func(t *testing.T) {
-		r := verifyOne(t, modified.addr(), pinned, client.Options{})
-		expectRefused(t, r, client.CheckPCRs, "PCR 4 differ")
+		r := verifyOne(t, modified.addr(), pinned, attest.Options{})
+		expectRefused(t, r, attest.CheckPCRs, "PCR 4 differ")
 		d := onlyDifference(t, r)
 		if d.PCR != 4 || d.Node != nil || !strings.Contains(d.Explanation, "--reference-log") {
 			t.Errorf("difference %+v: want PCR 4 without an event, pointing to --reference-log", d)
@@ -488,8 +488,8 @@ func TestVerifyEventLog(t *testing.T) {
 	t.Run("reference event log names the event", func(t *testing.T) {
 		p := pinned
 		p.ReferenceEventLog = refLog
-		r := verifyOne(t, modified.addr(), p, client.Options{})
-		expectRefused(t, r, client.CheckPCRs, "PCR 4 differ", `"vmlinuz-6.6.30-mtuf-debug-unsigned"`, `reference has EV_EFI_BOOT_SERVICES_APPLICATION "vmlinuz-6.6.30-mtuf"`)
+		r := verifyOne(t, modified.addr(), p, attest.Options{})
+		expectRefused(t, r, attest.CheckPCRs, "PCR 4 differ", `"vmlinuz-6.6.30-mtuf-debug-unsigned"`, `reference has EV_EFI_BOOT_SERVICES_APPLICATION "vmlinuz-6.6.30-mtuf"`)
 		d := onlyDifference(t, r)
 		// PCR 4 of the release: boot option, separator, shim, bootloader,
 		// kernel: the kernel is its fifth event.
@@ -510,8 +510,8 @@ func TestVerifyEventLog(t *testing.T) {
 			{PCR: 8, Type: tcg.Ipl, Description: "extra command line", Data: []byte("init=/bin/sh")},
 		}})
 		defer n.close()
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, client.Options{})
-		expectRefused(t, r, client.CheckPCRs, "PCR 8 differ", `"init=/bin/sh"`)
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{})
+		expectRefused(t, r, attest.CheckPCRs, "PCR 8 differ", `"init=/bin/sh"`)
 		d := onlyDifference(t, r)
 		if d.PCR != 8 || d.Position != 2 || d.Node == nil || d.Node.Data != "init=/bin/sh" || d.Reference != nil {
 			t.Errorf("difference %+v", d)
@@ -521,11 +521,11 @@ func TestVerifyEventLog(t *testing.T) {
 	t.Run("reference log of another boot is refused", func(t *testing.T) {
 		other := ref.Clone()
 		other.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{3}, 32)}
-		_, err := client.NewVerifier(client.Policy{Measurements: other, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: refLog}, client.Options{})
+		_, err := attest.NewVerifier(attest.Policy{Measurements: other, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: refLog}, attest.Options{})
 		if err == nil || !strings.Contains(err.Error(), "reference event log does not replay to the reference measurements") || !strings.Contains(err.Error(), "PCR 4") {
 			t.Fatalf("NewVerifier: %v", err)
 		}
-		_, err = client.NewVerifier(client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: []byte("junk")}, client.Options{})
+		_, err = attest.NewVerifier(attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: []byte("junk")}, attest.Options{})
 		if err == nil || !strings.Contains(err.Error(), "reference event log is not a TCG event log") {
 			t.Fatalf("NewVerifier with junk: %v", err)
 		}
@@ -534,14 +534,14 @@ func TestVerifyEventLog(t *testing.T) {
 	t.Run("node without a log", func(t *testing.T) {
 		n := startNode(t, nodeSpec{chain: bootV1, noLog: true})
 		defer n.close()
-		r := verifyOne(t, n.addr(), client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, client.Options{})
-		if r.Status != client.Trusted || r.EventLog != nil {
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{})
+		if r.Status != attest.Trusted || r.EventLog != nil {
 			t.Fatalf("%s, event log %+v", r, r.EventLog)
 		}
 	})
 }
 
-func onlyDifference(t *testing.T, r client.NodeResult) client.EventDifference {
+func onlyDifference(t *testing.T, r attest.NodeResult) attest.EventDifference {
 	t.Helper()
 	if r.EventLog == nil || !r.EventLog.Replayed || len(r.EventLog.Differences) != 1 {
 		t.Fatalf("event log result %+v, want one difference", r.EventLog)
@@ -580,10 +580,10 @@ func TestVerifyClusterID(t *testing.T) {
 	n := startNode(t, nodeSpec{chain: bootV1, extra: []tpm.BootEvent{
 		{PCR: metadata.ClusterIDPCRIndex, Type: tcg.Ipl, Description: "cluster ID", Data: []byte(id)},
 	}})
-	p := client.Policy{Measurements: n.reference(), TrustedAKs: []crypto.PublicKey{n.ak}, ClusterID: id}
+	p := attest.Policy{Measurements: n.reference(), TrustedAKs: []crypto.PublicKey{n.ak}, ClusterID: id}
 
-	r := verifyOne(t, n.addr(), p, client.Options{})
-	if r.Status != client.Trusted {
+	r := verifyOne(t, n.addr(), p, attest.Options{})
+	if r.Status != attest.Trusted {
 		t.Fatalf("%s", r)
 	}
 	var saw bool
@@ -598,8 +598,8 @@ func TestVerifyClusterID(t *testing.T) {
 	}
 
 	p.ClusterID = "prod-us-1"
-	r = verifyOne(t, n.addr(), p, client.Options{})
-	expectRefused(t, r, client.CheckPCRs, "PCR 15 differ", `not bound to cluster ID "prod-us-1"`, `"prod-eu-1"`)
+	r = verifyOne(t, n.addr(), p, attest.Options{})
+	expectRefused(t, r, attest.CheckPCRs, "PCR 15 differ", `not bound to cluster ID "prod-us-1"`, `"prod-eu-1"`)
 	d := onlyDifference(t, r)
 	if d.Node == nil || d.Node.Data != id || d.Reference == nil || d.Reference.Data != "prod-us-1" {
 		t.Errorf("difference %+v", d)
@@ -608,7 +608,7 @@ func TestVerifyClusterID(t *testing.T) {
 	// A document that already pins PCR 15 cannot be bound.
 	m := p.Measurements.Clone()
 	m.PCRs[15] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32)}
-	if _, err := client.NewVerifier(client.Policy{Measurements: m, TrustedAKs: p.TrustedAKs, ClusterID: id}, client.Options{}); err == nil || !strings.Contains(err.Error(), "PCR 15") {
+	if _, err := attest.NewVerifier(attest.Policy{Measurements: m, TrustedAKs: p.TrustedAKs, ClusterID: id}, attest.Options{}); err == nil || !strings.Contains(err.Error(), "PCR 15") {
 		t.Errorf("NewVerifier with a pinned PCR 15: %v", err)
 	}
 }
@@ -616,7 +616,7 @@ func TestVerifyClusterID(t *testing.T) {
 func TestVerifyBadNodes(t *testing.T) {
 	n := startSimNode(t)
 	ref := n.reference()
-	p := client.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
+	p := attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}
 	const timeout = 2 * time.Second
 
 	hang := make(chan struct{})
@@ -645,22 +645,22 @@ func TestVerifyBadNodes(t *testing.T) {
 	host := func(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 	nodes := []string{host(silent), n.addr(), host(garbage), host(huge), "127.0.0.1:1", host(failing), n.srv.URL}
 	want := []struct {
-		status client.Status
-		check  client.Check
+		status attest.Status
+		check  attest.Check
 		reason string
 	}{
-		{client.Unreachable, client.CheckFetch, "no answer within 2s (timeout)"},
-		{client.Trusted, "", ""},
-		{client.Refused, client.CheckResponse, "malformed response: attestation is not a valid protobuf"},
-		{client.Refused, client.CheckResponse, "exceeds the limit of 1048576 bytes"},
-		{client.Unreachable, client.CheckFetch, "connection refused"},
-		{client.Unreachable, client.CheckFetch, "500 Internal Server Error: TPM attestation failed: TPM busy"},
-		{client.Trusted, "", ""},
+		{attest.Unreachable, attest.CheckFetch, "no answer within 2s (timeout)"},
+		{attest.Trusted, "", ""},
+		{attest.Refused, attest.CheckResponse, "malformed response: attestation is not a valid protobuf"},
+		{attest.Refused, attest.CheckResponse, "exceeds the limit of 1048576 bytes"},
+		{attest.Unreachable, attest.CheckFetch, "connection refused"},
+		{attest.Unreachable, attest.CheckFetch, "500 Internal Server Error: TPM attestation failed: TPM busy"},
+		{attest.Trusted, "", ""},
 	}
 	start := time.Now()
 	// Two at a time: the silent node holds one slot for its timeout while
 	// the others pass through the other.
-	rep, err := client.Verify(context.Background(), nodes, p, client.Options{Timeout: timeout, Concurrency: 2})
+	rep, err := attest.Verify(context.Background(), nodes, p, attest.Options{Timeout: timeout, Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -679,7 +679,7 @@ func TestVerifyBadNodes(t *testing.T) {
 			t.Errorf("String() %q does not name the node", r)
 		}
 	}
-	if got := rep.Count(client.Trusted); got != 2 {
+	if got := rep.Count(attest.Trusted); got != 2 {
 		t.Errorf("Count(Trusted) = %d, want 2", got)
 	}
 	// The silent node costs its own timeout, once, not one per node.
@@ -690,12 +690,12 @@ func TestVerifyBadNodes(t *testing.T) {
 	// A cancelled run reports every node, none as trusted.
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	rep, err = client.Verify(ctx, []string{n.addr(), n.addr()}, p, client.Options{})
+	rep, err = attest.Verify(ctx, []string{n.addr(), n.addr()}, p, attest.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, r := range rep.Nodes {
-		if r.Status != client.Unreachable || !strings.Contains(r.Reason, "cancelled") {
+		if r.Status != attest.Unreachable || !strings.Contains(r.Reason, "cancelled") {
 			t.Errorf("cancelled run: %s", r)
 		}
 	}
@@ -722,15 +722,15 @@ func TestVerifyConcurrencyBound(t *testing.T) {
 	}
 	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	m := &metadata.Measurements{Image: "v1", Platform: "qemu-vtpm", Hash: "sha256", PCRs: map[uint32]metadata.PCR{4: {Expected: make([]byte, 32)}}}
-	rep, err := client.Verify(context.Background(), nodes, client.Policy{Measurements: m, TrustedAKs: []crypto.PublicKey{k.Public()}}, client.Options{Concurrency: 3})
+	rep, err := attest.Verify(context.Background(), nodes, attest.Policy{Measurements: m, TrustedAKs: []crypto.PublicKey{k.Public()}}, attest.Options{Concurrency: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := peak.Load(); got > 3 || got < 2 {
 		t.Errorf("at most %d nodes were asked at once, want 3 (the bound) or close to it", got)
 	}
-	if rep.Count(client.Unreachable) != len(nodes) {
-		t.Errorf("%d of %d nodes unreachable", rep.Count(client.Unreachable), len(nodes))
+	if rep.Count(attest.Unreachable) != len(nodes) {
+		t.Errorf("%d of %d nodes unreachable", rep.Count(attest.Unreachable), len(nodes))
 	}
 }
 
@@ -743,19 +743,19 @@ func TestVerifyPolicyErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
 		nodes []string
-		p     client.Policy
-		o     client.Options
+		p     attest.Policy
+		o     attest.Options
 		want  string
 	}{
-		{"no measurements", []string{"x:1"}, client.Policy{TrustedAKs: keys}, client.Options{}, "client update"},
-		{"bad measurements", []string{"x:1"}, client.Policy{Measurements: &metadata.Measurements{Hash: "sha256"}, TrustedAKs: keys}, client.Options{}, "reference measurements"},
-		{"no way to trust keys", []string{"x:1"}, client.Policy{Measurements: m}, client.Options{}, "(--ak-ca CA.pem)"},
-		{"no nodes", nil, client.Policy{Measurements: m, TrustedAKs: keys}, client.Options{}, "--node"},
-		{"CA that is not a CA", []string{"x:1"}, client.Policy{Measurements: m, AKRoots: []*x509.Certificate{leaf.Cert}}, client.Options{}, "not a CA certificate"},
-		{"expired CA", []string{"x:1"}, client.Policy{Measurements: m, AKRoots: []*x509.Certificate{expired.Cert}}, client.Options{}, "expired on"},
+		{"no measurements", []string{"x:1"}, attest.Policy{TrustedAKs: keys}, attest.Options{}, "client update"},
+		{"bad measurements", []string{"x:1"}, attest.Policy{Measurements: &metadata.Measurements{Hash: "sha256"}, TrustedAKs: keys}, attest.Options{}, "reference measurements"},
+		{"no way to trust keys", []string{"x:1"}, attest.Policy{Measurements: m}, attest.Options{}, "(--ak-ca CA.pem)"},
+		{"no nodes", nil, attest.Policy{Measurements: m, TrustedAKs: keys}, attest.Options{}, "--node"},
+		{"CA that is not a CA", []string{"x:1"}, attest.Policy{Measurements: m, AKRoots: []*x509.Certificate{leaf.Cert}}, attest.Options{}, "not a CA certificate"},
+		{"expired CA", []string{"x:1"}, attest.Policy{Measurements: m, AKRoots: []*x509.Certificate{expired.Cert}}, attest.Options{}, "expired on"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := client.Verify(context.Background(), tc.nodes, tc.p, tc.o)
+			_, err := attest.Verify(context.Background(), tc.nodes, tc.p, tc.o)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want %q", err, tc.want)
 			}
@@ -764,7 +764,7 @@ func TestVerifyPolicyErrors(t *testing.T) {
 }
 
 func TestLoadAKRoots(t *testing.T) {
-	certs, err := client.LoadAKRoots("../testdata/ak-ca/test-ak-ca.pem")
+	certs, err := attest.LoadAKRoots("../testdata/ak-ca/test-ak-ca.pem")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -793,7 +793,7 @@ func TestLoadAKRoots(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(dir, tc.name+".pem")
 			os.WriteFile(p, []byte(tc.data), 0o644)
-			got, err := client.LoadAKRoots(p)
+			got, err := attest.LoadAKRoots(p)
 			if tc.want == "" {
 				if err != nil || len(got) != tc.n {
 					t.Fatalf("LoadAKRoots: %d certificates, %v", len(got), err)
@@ -805,7 +805,7 @@ func TestLoadAKRoots(t *testing.T) {
 			}
 		})
 	}
-	if _, err := client.LoadAKRoots(filepath.Join(dir, "none.pem")); err == nil || !strings.Contains(err.Error(), "none.pem") {
+	if _, err := attest.LoadAKRoots(filepath.Join(dir, "none.pem")); err == nil || !strings.Contains(err.Error(), "none.pem") {
 		t.Errorf("missing file: %v", err)
 	}
 }

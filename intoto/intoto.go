@@ -1,4 +1,4 @@
-package metadata
+package intoto
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
@@ -23,17 +24,19 @@ import (
 
 	"github.com/in-toto/in-toto-golang/in_toto"
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
+
+	"github.com/mtuf/mtuf/metadata"
 )
 
 // The in-toto supply chain of a measurements document. The layout names two
-// steps; their links live beside the document they attest (see LinkTarget).
+// steps; their links live beside the document they attest (see metadata.LinkTarget).
 const (
 	// StepReadMeasurements is the step in which pcr-reader reads the PCRs
 	// and writes the document. Its link must record exactly one product,
-	// MeasurementsFile, which must not be among its materials.
+	// metadata.MeasurementsFile, which must not be among its materials.
 	StepReadMeasurements = "read-measurements"
 	// StepPublish is the step in which the document is published. Its link
-	// must record MeasurementsFile as a material, unchanged from the product
+	// must record metadata.MeasurementsFile as a material, unchanged from the product
 	// of StepReadMeasurements, and nothing else; it may record the same file,
 	// still unchanged, as its only product.
 	StepPublish = "publish"
@@ -84,7 +87,7 @@ type LayoutOptions struct {
 // NewLayout returns the supply chain layout of measurements documents, as a
 // signed in-toto metablock signed by owner, in the JSON form that in-toto
 // 1.3.1 (Python) and in-toto-golang both read. It is published as the target
-// LayoutTarget.
+// metadata.LayoutTarget.
 //
 // Step read-measurements must CREATE measurements.json and produce nothing
 // else; step publish must take as material exactly the measurements.json that
@@ -140,7 +143,7 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 		return nil, err
 	}
 
-	matchRead := []string{"MATCH", MeasurementsFile, "WITH", "PRODUCTS", "FROM", StepReadMeasurements}
+	matchRead := []string{"MATCH", metadata.MeasurementsFile, "WITH", "PRODUCTS", "FROM", StepReadMeasurements}
 	disallowAll := []string{"DISALLOW", "*"}
 	// Every list is non-nil: in-toto 1.3.1 refuses null where it expects a list.
 	layout := in_toto.Layout{
@@ -156,7 +159,7 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 					// The PCRs come from a TPM, not from files: whatever
 					// files pcr-reader records as inputs are not constrained.
 					ExpectedMaterials: [][]string{},
-					ExpectedProducts:  [][]string{{"CREATE", MeasurementsFile}, disallowAll},
+					ExpectedProducts:  [][]string{{"CREATE", metadata.MeasurementsFile}, disallowAll},
 				},
 			},
 			{
@@ -175,7 +178,7 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 		Keys:    keys,
 		Expires: expires.Format(intotoTimeFormat),
 		Readme: "mtuf measurements supply chain: " + StepReadMeasurements + " reads the PCRs from a TPM and writes " +
-			MeasurementsFile + "; " + StepPublish + " publishes that file unchanged as a TUF target.",
+			metadata.MeasurementsFile + "; " + StepPublish + " publishes that file unchanged as a TUF target.",
 	}
 	mb := &in_toto.Metablock{Signed: layout, Signatures: []in_toto.Signature{}}
 	if _, err := signMetablock(mb, owner); err != nil {
@@ -188,12 +191,12 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 // functionary: a signed metablock recording the SHA-256 of every material
 // (file name -> content, read before the step) and every product (written by
 // it). keyID is the in-toto key ID of the functionary; the link is to be
-// stored as LinkFileName(step, keyID), or under LinkTarget in a repository.
+// stored as metadata.LinkFileName(step, keyID), or under metadata.LinkTarget in a repository.
 //
 // Artifact names are paths relative to the step's working directory, as
-// in-toto-run records them: the measurements document is MeasurementsFile.
+// in-toto-run records them: the measurements document is metadata.MeasurementsFile.
 func NewLink(step string, materials, products map[string][]byte, functionary crypto.Signer) (data []byte, keyID string, err error) {
-	if err := validateComponent("step name", step); err != nil {
+	if err := metadata.ValidateStep(step); err != nil {
 		return nil, "", fmt.Errorf("in-toto link: %w", err)
 	}
 	if functionary == nil {
@@ -228,16 +231,6 @@ func NewLink(step string, materials, products map[string][]byte, functionary cry
 	return data, keyID, nil
 }
 
-// LinkFileName returns the file name in-toto gives the link of step signed
-// by the key keyID: "<step>.<keyID[:8]>.link". in-toto verifiers find links
-// only under this name.
-func LinkFileName(step, keyID string) (string, error) {
-	if err := errors.Join(validateComponent("step name", step), validateKeyID(keyID)); err != nil {
-		return "", fmt.Errorf("in-toto link file name: %w", err)
-	}
-	return step + "." + keyID[:keyIDPrefixLen] + linkSuffix, nil
-}
-
 // Digests are the digests of one artifact as a link records them: hash
 // algorithm name ("sha256", ...) -> lowercase hex.
 type Digests map[string]string
@@ -264,7 +257,7 @@ func (d Digests) Verify(content []byte) error {
 		checked++
 	}
 	if checked == 0 {
-		return fmt.Errorf("the link records no sha256, sha384 or sha512 digest (only %s)", strings.Join(sortedKeys(d), ", "))
+		return fmt.Errorf("the link records no sha256, sha384 or sha512 digest (only %s)", strings.Join(slices.Sorted(maps.Keys(d)), ", "))
 	}
 	return nil
 }
@@ -276,7 +269,7 @@ func (d Digests) Verify(content []byte) error {
 // link attests:
 //
 //	_, _, products, err := LinkProducts(link)
-//	... products[MeasurementsFile].Verify(doc) ...
+//	... products[metadata.MeasurementsFile].Verify(doc) ...
 func LinkProducts(link []byte) (step string, keyID string, products map[string]Digests, err error) {
 	mb, l, err := parseLink(link)
 	if err != nil {
@@ -292,14 +285,14 @@ func LinkProducts(link []byte) (step string, keyID string, products map[string]D
 	return l.Name, mb.Signatures[0].KeyID, products, nil
 }
 
-// InTotoKeyID returns the in-toto key ID of pub: the SHA-256 of the canonical
+// KeyID returns the in-toto key ID of pub: the SHA-256 of the canonical
 // JSON of its securesystemslib key record, as in-toto 1.3.1 computes it for
-// the key file ExportInTotoPublicKey writes or in-toto-keygen makes. It is
+// the key file ExportPublicKey writes or in-toto-keygen makes. It is
 // the ID that NewLayout lists, NewLink signs with and link file names start
 // with, and it differs from the TUF key ID of the same key. (in-toto-golang's
 // own key loader gives ECDSA keys another ID; VerifySupplyChain accepts a
 // layout signed under either.)
-func InTotoKeyID(pub crypto.PublicKey) (string, error) {
+func KeyID(pub crypto.PublicKey) (string, error) {
 	k, err := intotoKey(pub)
 	if err != nil {
 		return "", err
@@ -307,11 +300,11 @@ func InTotoKeyID(pub crypto.PublicKey) (string, error) {
 	return k.KeyID, nil
 }
 
-// ExportInTotoPublicKey writes pub in the form in-toto 1.3.1's tools read a
+// ExportPublicKey writes pub in the form in-toto 1.3.1's tools read a
 // public key (in-toto-verify --layout-keys, in-toto-sign --verify): ed25519
 // and ECDSA keys as securesystemslib JSON (pass "-t ed25519" or "-t ecdsa"),
 // RSA keys as a PEM SubjectPublicKeyInfo (the default "-t rsa").
-func ExportInTotoPublicKey(pub crypto.PublicKey) ([]byte, error) {
+func ExportPublicKey(pub crypto.PublicKey) ([]byte, error) {
 	k, err := intotoKey(pub)
 	if err != nil {
 		return nil, err
@@ -331,11 +324,11 @@ func ExportInTotoPublicKey(pub crypto.PublicKey) ([]byte, error) {
 	return append(out, '\n'), nil
 }
 
-// ParseInTotoPublicKey reads a public key written by ExportInTotoPublicKey or
+// ParsePublicKey reads a public key written by ExportPublicKey or
 // by in-toto-keygen: securesystemslib JSON (ed25519, ECDSA) or PEM.
-func ParseInTotoPublicKey(data []byte) (crypto.PublicKey, error) {
-	if len(data) > MaxDocumentSize {
-		return nil, fmt.Errorf("in-toto public key is %d bytes, more than the %d allowed", len(data), MaxDocumentSize)
+func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
+	if len(data) > metadata.MaxDocumentSize {
+		return nil, fmt.Errorf("in-toto public key is %d bytes, more than the %d allowed", len(data), metadata.MaxDocumentSize)
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
@@ -630,8 +623,8 @@ func (m *metablock) VerifySignature(key in_toto.Key) error {
 // part must have every required field and no unknown one. DSSE envelopes are
 // refused: in-toto 1.3.1 does not read them.
 func parseMetablock(data []byte, wantType string, fields []string, signed any) (*metablock, error) {
-	if len(data) > MaxDocumentSize {
-		return nil, fmt.Errorf("%d bytes, more than the %d allowed", len(data), MaxDocumentSize)
+	if len(data) > metadata.MaxDocumentSize {
+		return nil, fmt.Errorf("%d bytes, more than the %d allowed", len(data), metadata.MaxDocumentSize)
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
@@ -712,13 +705,4 @@ func keyIDOf(k in_toto.Key) (string, error) {
 	}
 	d := sha256.Sum256(canonical)
 	return hex.EncodeToString(d[:]), nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
 }

@@ -1,4 +1,4 @@
-package client_test
+package attest_test
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/attest"
 	"github.com/mtuf/mtuf/internal/agent"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/metadata"
@@ -19,7 +19,7 @@ import (
 // exampleNode starts a node for the examples: an mtuf-agent on the TPM
 // simulator, booted with the release image. It returns the node's address,
 // its attestation key (which an operator would pin from a channel they
-// trust), and reference measurements of the release (which Client.Update
+// trust), and reference measurements of the release (which client.Client.Update
 // would have fetched through TUF).
 func exampleNode() (addr string, ak crypto.PublicKey, ref *metadata.Measurements, stop func()) {
 	rw, err := tpm.Open("sim")
@@ -58,13 +58,13 @@ func ExampleVerify() {
 	node, ak, reference, stop := exampleNode()
 	defer stop()
 
-	rep, err := client.Verify(context.Background(), []string{node}, client.Policy{
-		// The reference values, as Client.Update verified them through TUF.
+	rep, err := attest.Verify(context.Background(), []string{node}, attest.Policy{
+		// The reference values, as client.Client.Update verified them through TUF.
 		Measurements: reference,
 		// Attestation keys pinned here; AKRoots would trust a CA instead.
 		TrustedAKs: []crypto.PublicKey{ak},
 		// ClusterID: "prod-eu-1" would also enforce PCR 15.
-	}, client.Options{Timeout: 5 * time.Second, Concurrency: 32})
+	}, attest.Options{Timeout: 5 * time.Second, Concurrency: 32})
 	if err != nil {
 		log.Fatal(err) // the policy is unusable: nothing was verified
 	}
@@ -92,7 +92,7 @@ func ExampleNewVerifier() {
 
 	other := reference.Clone()
 	other.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{0x4b}, 32)} // another kernel
-	v, err := client.NewVerifier(client.Policy{Measurements: other, TrustedAKs: []crypto.PublicKey{ak}}, client.Options{})
+	v, err := attest.NewVerifier(attest.Policy{Measurements: other, TrustedAKs: []crypto.PublicKey{ak}}, attest.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

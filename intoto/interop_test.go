@@ -1,4 +1,4 @@
-package metadata
+package intoto
 
 // Interoperability with in-toto 1.3.1, the reference implementation in
 // Python (Debian package in-toto): its in-toto-verify must accept what this
@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mtuf/mtuf/internal/testtool"
+	"github.com/mtuf/mtuf/metadata"
 )
 
 // runKeyTypes are the key types in-toto-run 1.3.1 signs with: it verifies
@@ -110,7 +111,7 @@ func writeFile(t *testing.T, path string, data []byte, mode os.FileMode) {
 // writePublicKey exports pub for in-toto's tools into dir/name.
 func writePublicKey(t *testing.T, dir, name string, pub crypto.PublicKey) string {
 	t.Helper()
-	data, err := ExportInTotoPublicKey(pub)
+	data, err := ExportPublicKey(pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,7 +162,7 @@ func TestInTotoInterop_PythonVerifiesGoChain(t *testing.T) {
 			c := newTestChain(t, typ)
 			dir := t.TempDir()
 			writeFile(t, filepath.Join(dir, "root.layout"), c.layout, 0o644)
-			writeFile(t, filepath.Join(dir, MeasurementsFile), c.doc, 0o644)
+			writeFile(t, filepath.Join(dir, metadata.MeasurementsFile), c.doc, 0o644)
 			for name, data := range c.links {
 				writeFile(t, filepath.Join(dir, name), data, 0o644)
 			}
@@ -171,7 +172,7 @@ func TestInTotoInterop_PythonVerifiesGoChain(t *testing.T) {
 
 			// The same tool refuses a publish link for other measurements,
 			// so the acceptance above is a real verification.
-			data, _, err := NewLink(StepPublish, map[string][]byte{MeasurementsFile: []byte("tampered")}, nil, c.publisher)
+			data, _, err := NewLink(StepPublish, map[string][]byte{metadata.MeasurementsFile: []byte("tampered")}, nil, c.publisher)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -210,9 +211,9 @@ func newPyChain(t *testing.T, typ string) *pyChain {
 		t.Fatal(err)
 	}
 	writeFile(t, filepath.Join(p.dir, "root.layout"), p.layout, 0o644)
-	writeFile(t, filepath.Join(p.dir, MeasurementsFile), []byte(testDoc), 0o644)
-	p.run(t, StepReadMeasurements, p.reader, "--products", MeasurementsFile, "--", "true")
-	p.run(t, StepPublish, p.publisher, "--materials", MeasurementsFile, "--no-command")
+	writeFile(t, filepath.Join(p.dir, metadata.MeasurementsFile), []byte(testDoc), 0o644)
+	p.run(t, StepReadMeasurements, p.reader, "--products", metadata.MeasurementsFile, "--", "true")
+	p.run(t, StepPublish, p.publisher, "--materials", metadata.MeasurementsFile, "--no-command")
 	return p
 }
 
@@ -226,7 +227,7 @@ func (p *pyChain) run(t *testing.T, step string, key crypto.Signer, args ...stri
 	if out, ok := runInToto(t, p.dir, "in-toto-run", args...); !ok {
 		t.Fatalf("in-toto-run %s:\n%s", step, out)
 	}
-	keyID, err := InTotoKeyID(key.Public())
+	keyID, err := KeyID(key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +238,7 @@ func (p *pyChain) run(t *testing.T, step string, key crypto.Signer, args ...stri
 
 func (p *pyChain) doc(t *testing.T) []byte {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(p.dir, MeasurementsFile))
+	data, err := os.ReadFile(filepath.Join(p.dir, metadata.MeasurementsFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,7 +263,7 @@ func TestInTotoInterop_GoVerifiesInTotoRun(t *testing.T) {
 			if out, ok := pythonVerify(t, p.dir, p.owner.Public()); !ok {
 				t.Fatalf("in-toto-verify refused the chain:\n%s", out)
 			}
-			readKeyID, _ := InTotoKeyID(p.reader.Public())
+			readKeyID, _ := KeyID(p.reader.Public())
 			step, keyID, products, err := LinkProducts(readLinks(t, p.dir)[linkName(t, StepReadMeasurements, readKeyID)])
 			if err != nil {
 				t.Fatalf("LinkProducts: %v", err)
@@ -270,7 +271,7 @@ func TestInTotoInterop_GoVerifiesInTotoRun(t *testing.T) {
 			if step != StepReadMeasurements || keyID != readKeyID {
 				t.Errorf("LinkProducts = %s, %s; want %s, %s", step, keyID, StepReadMeasurements, readKeyID)
 			}
-			if err := products[MeasurementsFile].Verify(p.doc(t)); err != nil {
+			if err := products[metadata.MeasurementsFile].Verify(p.doc(t)); err != nil {
 				t.Errorf("product of the in-toto-run link: %v", err)
 			}
 		})
@@ -304,8 +305,8 @@ func TestInTotoInterop_Refusals(t *testing.T) {
 			name: "measurements changed before publishing",
 			change: func(t *testing.T, p *pyChain) (time.Time, []byte) {
 				changed := []byte(strings.Replace(testDoc, "1111", "2222", 1))
-				writeFile(t, filepath.Join(p.dir, MeasurementsFile), changed, 0o644)
-				p.run(t, StepPublish, p.publisher, "--materials", MeasurementsFile, "--no-command")
+				writeFile(t, filepath.Join(p.dir, metadata.MeasurementsFile), changed, 0o644)
+				p.run(t, StepPublish, p.publisher, "--materials", metadata.MeasurementsFile, "--no-command")
 				return time.Now(), changed
 			},
 			want:   ErrArtifactRules,
@@ -315,11 +316,11 @@ func TestInTotoInterop_Refusals(t *testing.T) {
 		{
 			name: "link signed by a non-functionary",
 			change: func(t *testing.T, p *pyChain) (time.Time, []byte) {
-				readKeyID, _ := InTotoKeyID(p.reader.Public())
+				readKeyID, _ := KeyID(p.reader.Public())
 				if err := os.Remove(filepath.Join(p.dir, linkName(t, StepReadMeasurements, readKeyID))); err != nil {
 					t.Fatal(err)
 				}
-				p.run(t, StepReadMeasurements, newTestKey(t, "ed25519"), "--products", MeasurementsFile, "--", "true")
+				p.run(t, StepReadMeasurements, newTestKey(t, "ed25519"), "--products", metadata.MeasurementsFile, "--", "true")
 				return time.Now(), []byte(testDoc)
 			},
 			want:   ErrLinkUnauthorized,
@@ -329,7 +330,7 @@ func TestInTotoInterop_Refusals(t *testing.T) {
 		{
 			name: "missing link",
 			change: func(t *testing.T, p *pyChain) (time.Time, []byte) {
-				pubKeyID, _ := InTotoKeyID(p.publisher.Public())
+				pubKeyID, _ := KeyID(p.publisher.Public())
 				if err := os.Remove(filepath.Join(p.dir, linkName(t, StepPublish, pubKeyID))); err != nil {
 					t.Fatal(err)
 				}

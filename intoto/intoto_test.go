@@ -1,4 +1,4 @@
-package metadata
+package intoto
 
 import (
 	"bytes"
@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"github.com/in-toto/in-toto-golang/in_toto"
+
+	"github.com/mtuf/mtuf/metadata"
 )
 
 // Key types the tests run with; RSA keys are 2048 bits to keep tests fast.
@@ -93,8 +95,8 @@ func newTestChain(t testing.TB, keyType string) *testChain {
 	if err != nil {
 		t.Fatalf("NewLayout: %v", err)
 	}
-	c.readKeyID = c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: c.doc}, c.reader)
-	c.publishKeyID = c.addLink(t, StepPublish, map[string][]byte{MeasurementsFile: c.doc}, nil, c.publisher)
+	c.readKeyID = c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: c.doc}, c.reader)
+	c.publishKeyID = c.addLink(t, StepPublish, map[string][]byte{metadata.MeasurementsFile: c.doc}, nil, c.publisher)
 	return c
 }
 
@@ -105,7 +107,7 @@ func (c *testChain) addLink(t testing.TB, step string, materials, products map[s
 	if err != nil {
 		t.Fatalf("NewLink(%s): %v", step, err)
 	}
-	name, err := LinkFileName(step, keyID)
+	name, err := metadata.LinkFileName(step, keyID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +121,7 @@ func (c *testChain) verify(now time.Time) error {
 
 func linkName(t testing.TB, step, keyID string) string {
 	t.Helper()
-	name, err := LinkFileName(step, keyID)
+	name, err := metadata.LinkFileName(step, keyID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,20 +191,20 @@ func TestInToto_Threshold(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := &testChain{owner: owner, layout: layout, doc: []byte(testDoc), links: map[string][]byte{}}
-	c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: c.doc}, r1)
-	c.addLink(t, StepPublish, map[string][]byte{MeasurementsFile: c.doc}, nil, p1)
-	c.addLink(t, StepPublish, map[string][]byte{MeasurementsFile: c.doc}, nil, p2)
+	c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: c.doc}, r1)
+	c.addLink(t, StepPublish, map[string][]byte{metadata.MeasurementsFile: c.doc}, nil, p1)
+	c.addLink(t, StepPublish, map[string][]byte{metadata.MeasurementsFile: c.doc}, nil, p2)
 	err = c.verify(time.Now())
 	if !errors.Is(err, ErrLinkMissing) || !strings.Contains(err.Error(), "step read-measurements needs 2 link(s) signed by distinct functionaries, found 1") {
 		t.Fatalf("one of two read-measurements links: got %v, want ErrLinkMissing naming the step", err)
 	}
-	c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: c.doc}, r2)
+	c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: c.doc}, r2)
 	if err := c.verify(time.Now()); err != nil {
 		t.Fatalf("two links per step: %v", err)
 	}
 
 	// Two functionaries that disagree on the product: in-toto refuses.
-	c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: []byte("other")}, r2)
+	c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: []byte("other")}, r2)
 	if err := c.verify(time.Now()); !errors.Is(err, ErrArtifactRules) || !strings.Contains(err.Error(), "different artifacts") {
 		t.Fatalf("disagreeing links: got %v, want ErrArtifactRules", err)
 	}
@@ -212,7 +214,7 @@ func TestInToto_Threshold(t *testing.T) {
 // that verification fails with the right error, naming what failed.
 func TestInToto_VerifyRefuses(t *testing.T) {
 	stranger := newTestKey(t, "ed25519")
-	strangerID, err := InTotoKeyID(stranger.Public())
+	strangerID, err := KeyID(stranger.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +236,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 		{
 			name: "publish link records other measurements",
 			change: func(t *testing.T, c *testChain) time.Time {
-				c.addLink(t, StepPublish, map[string][]byte{MeasurementsFile: []byte("tampered")}, nil, c.publisher)
+				c.addLink(t, StepPublish, map[string][]byte{metadata.MeasurementsFile: []byte("tampered")}, nil, c.publisher)
 				return time.Now()
 			},
 			want: ErrArtifactRules,
@@ -243,7 +245,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 		{
 			name: "publish link changes the measurements",
 			change: func(t *testing.T, c *testChain) time.Time {
-				c.addLink(t, StepPublish, map[string][]byte{MeasurementsFile: c.doc}, map[string][]byte{MeasurementsFile: []byte("x")}, c.publisher)
+				c.addLink(t, StepPublish, map[string][]byte{metadata.MeasurementsFile: c.doc}, map[string][]byte{metadata.MeasurementsFile: []byte("x")}, c.publisher)
 				return time.Now()
 			},
 			want: ErrArtifactRules,
@@ -252,7 +254,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 		{
 			name: "read-measurements produces another file",
 			change: func(t *testing.T, c *testChain) time.Time {
-				c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: c.doc, "extra.bin": nil}, c.reader)
+				c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: c.doc, "extra.bin": nil}, c.reader)
 				return time.Now()
 			},
 			want: ErrArtifactRules,
@@ -261,7 +263,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 		{
 			name: "read-measurements does not create the measurements",
 			change: func(t *testing.T, c *testChain) time.Time {
-				c.addLink(t, StepReadMeasurements, map[string][]byte{MeasurementsFile: c.doc}, map[string][]byte{MeasurementsFile: c.doc}, c.reader)
+				c.addLink(t, StepReadMeasurements, map[string][]byte{metadata.MeasurementsFile: c.doc}, map[string][]byte{metadata.MeasurementsFile: c.doc}, c.reader)
 				return time.Now()
 			},
 			want: ErrArtifactRules,
@@ -280,7 +282,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 			name: "link signed by a non-functionary",
 			change: func(t *testing.T, c *testChain) time.Time {
 				delete(c.links, linkName(t, StepReadMeasurements, c.readKeyID))
-				c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: c.doc}, stranger)
+				c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: c.doc}, stranger)
 				return time.Now()
 			},
 			want: ErrLinkUnauthorized,
@@ -290,7 +292,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 			name: "link signed by the functionary of the other step",
 			change: func(t *testing.T, c *testChain) time.Time {
 				delete(c.links, linkName(t, StepReadMeasurements, c.readKeyID))
-				c.addLink(t, StepReadMeasurements, nil, map[string][]byte{MeasurementsFile: c.doc}, c.publisher)
+				c.addLink(t, StepReadMeasurements, nil, map[string][]byte{metadata.MeasurementsFile: c.doc}, c.publisher)
 				return time.Now()
 			},
 			want: ErrLinkUnauthorized,
@@ -486,7 +488,7 @@ func TestInToto_VerifyRefuses(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("VerifySupplyChain: got %v, want %v", err, tt.want)
 			}
-			ownerID, _ := InTotoKeyID(c.owner.Public())
+			ownerID, _ := KeyID(c.owner.Public())
 			r := strings.NewReplacer("<ID8>", c.readKeyID[:8], "<READ8>", c.readKeyID[:8], "<READ>", c.readKeyID,
 				"<OWNER>", ownerID, "<EXPIRES>", c.expires.Format("2006-01-02T15:04:05Z"))
 			for _, m := range tt.msg {
@@ -635,7 +637,7 @@ func TestInToto_NewLayoutContent(t *testing.T) {
 	if got := lay.Steps[1].PubKeys; len(got) != 1 || got[0] != c.publishKeyID {
 		t.Errorf("publish functionaries = %v, want [%s]", got, c.publishKeyID)
 	}
-	ownerID, _ := InTotoKeyID(c.owner.Public())
+	ownerID, _ := KeyID(c.owner.Public())
 	if _, ok := lay.Keys[ownerID]; ok {
 		t.Errorf("the owner key is listed as a functionary key")
 	}
@@ -742,7 +744,7 @@ func TestInToto_Signers(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s behind crypto.Signer: %v", typ, err)
 		}
-		if want, _ := InTotoKeyID(k.Public()); keyID != want {
+		if want, _ := KeyID(k.Public()); keyID != want {
 			t.Errorf("%s: key ID %s, want %s", typ, keyID, want)
 		}
 	}
@@ -752,7 +754,7 @@ func TestInToto_LinkProducts(t *testing.T) {
 	k := newTestKey(t, "ecdsa-p256")
 	doc := []byte(testDoc)
 	link, keyID, err := NewLink(StepReadMeasurements, map[string][]byte{"profile.json": []byte("p")},
-		map[string][]byte{MeasurementsFile: doc, "dir/log.txt": []byte("log")}, k)
+		map[string][]byte{metadata.MeasurementsFile: doc, "dir/log.txt": []byte("log")}, k)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -766,10 +768,10 @@ func TestInToto_LinkProducts(t *testing.T) {
 	if len(products) != 2 || products["dir/log.txt"]["sha256"] != sha256Hex("log") {
 		t.Errorf("products = %v", products)
 	}
-	if err := products[MeasurementsFile].Verify(doc); err != nil {
+	if err := products[metadata.MeasurementsFile].Verify(doc); err != nil {
 		t.Errorf("Verify(doc): %v", err)
 	}
-	if err := products[MeasurementsFile].Verify([]byte("other")); err == nil || !strings.Contains(err.Error(), "sha256 is "+sha256Hex("other")+", the link records "+sha256Hex(testDoc)) {
+	if err := products[metadata.MeasurementsFile].Verify([]byte("other")); err == nil || !strings.Contains(err.Error(), "sha256 is "+sha256Hex("other")+", the link records "+sha256Hex(testDoc)) {
 		t.Errorf("Verify(other): got %v", err)
 	}
 
@@ -783,7 +785,7 @@ func TestInToto_LinkProducts(t *testing.T) {
 		{"missing field", `{"signed": {"_type": "link", "name": "x"}, "signatures": []}`, `link has no field "materials"`},
 		{"bad hash", strings.Replace(string(link), sha256Hex("log"), "zz", 1), "in products of link 'read-measurements'"},
 		{"unsigned", unsigned, `in-toto link of step "read-measurements" is not signed`},
-		{"too large", strings.Repeat(" ", MaxDocumentSize+1), "more than the 1048576 allowed"},
+		{"too large", strings.Repeat(" ", metadata.MaxDocumentSize+1), "more than the 1048576 allowed"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, _, _, err := LinkProducts([]byte(tt.data))
@@ -826,14 +828,14 @@ func TestInToto_DigestsVerify(t *testing.T) {
 
 func TestInToto_LinkFileName(t *testing.T) {
 	id := strings.Repeat("0123456789abcdef", 4)
-	name, err := LinkFileName(StepReadMeasurements, id)
+	name, err := metadata.LinkFileName(StepReadMeasurements, id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if want := fmt.Sprintf(in_toto.LinkNameFormat, StepReadMeasurements, id); name != want {
 		t.Errorf("LinkFileName = %q, in-toto names it %q", name, want)
 	}
-	target, err := LinkTarget("v1", "qemu-vtpm", StepReadMeasurements, id)
+	target, err := metadata.LinkTarget("v1", "qemu-vtpm", StepReadMeasurements, id)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -845,7 +847,7 @@ func TestInToto_LinkFileName(t *testing.T) {
 		{StepPublish, "abc", "too short"},
 		{StepPublish, "ABCDEF0123", "not lowercase hex"},
 	} {
-		if _, err := LinkFileName(tt.step, tt.id); err == nil || !strings.Contains(err.Error(), tt.msg) {
+		if _, err := metadata.LinkFileName(tt.step, tt.id); err == nil || !strings.Contains(err.Error(), tt.msg) {
 			t.Errorf("LinkFileName(%q, %q): got %v, want error containing %q", tt.step, tt.id, err, tt.msg)
 		}
 	}
@@ -855,7 +857,7 @@ func TestInToto_PublicKeyExport(t *testing.T) {
 	for _, typ := range intotoKeyTypes {
 		t.Run(typ, func(t *testing.T) {
 			k := newTestKey(t, typ)
-			data, err := ExportInTotoPublicKey(k.Public())
+			data, err := ExportPublicKey(k.Public())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -874,9 +876,9 @@ func TestInToto_PublicKeyExport(t *testing.T) {
 					}
 				}
 			}
-			pub, err := ParseInTotoPublicKey(data)
+			pub, err := ParsePublicKey(data)
 			if err != nil {
-				t.Fatalf("ParseInTotoPublicKey: %v", err)
+				t.Fatalf("ParsePublicKey: %v", err)
 			}
 			if !pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(k.Public()) {
 				t.Errorf("round trip changed the key")
@@ -887,9 +889,9 @@ func TestInToto_PublicKeyExport(t *testing.T) {
 
 func TestInToto_ParsePublicKeyErrors(t *testing.T) {
 	ed := newTestKey(t, "ed25519")
-	edJSON, _ := ExportInTotoPublicKey(ed.Public())
+	edJSON, _ := ExportPublicKey(ed.Public())
 	p256 := newTestKey(t, "ecdsa-p256")
-	p256JSON, _ := ExportInTotoPublicKey(p256.Public())
+	p256JSON, _ := ExportPublicKey(p256.Public())
 	for _, tt := range []struct{ name, data, msg string }{
 		{"empty", "  \n", "in-toto public key is empty"},
 		{"neither", "hello", "neither securesystemslib JSON nor PEM"},
@@ -903,7 +905,7 @@ func TestInToto_ParsePublicKeyErrors(t *testing.T) {
 		{"type confusion", strings.Replace(string(p256JSON), `"keytype":"ecdsa"`, `"keytype":"rsa"`, 1), `holds a key for type "ecdsa"`},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseInTotoPublicKey([]byte(tt.data))
+			_, err := ParsePublicKey([]byte(tt.data))
 			if err == nil || !strings.Contains(err.Error(), tt.msg) {
 				t.Fatalf("got %v, want error containing %q", err, tt.msg)
 			}
@@ -929,17 +931,17 @@ func readFixture(t *testing.T, name string) []byte {
 func TestInToto_KeyIDsMatchSecuresystemslib(t *testing.T) {
 	for _, name := range []string{"owner-test", "reader-test", "publisher-test"} {
 		t.Run(name, func(t *testing.T) {
-			pub, err := ParseInTotoPublicKey(readFixture(t, name+".pub"))
+			pub, err := ParsePublicKey(readFixture(t, name+".pub"))
 			if err != nil {
-				t.Fatalf("ParseInTotoPublicKey: %v", err)
+				t.Fatalf("ParsePublicKey: %v", err)
 			}
-			id, err := InTotoKeyID(pub)
+			id, err := KeyID(pub)
 			if err != nil {
 				t.Fatal(err)
 			}
 			want := strings.TrimSpace(string(readFixture(t, name+".keyid")))
 			if id != want {
-				t.Errorf("InTotoKeyID = %s, securesystemslib says %s", id, want)
+				t.Errorf("KeyID = %s, securesystemslib says %s", id, want)
 			}
 		})
 	}
@@ -948,12 +950,12 @@ func TestInToto_KeyIDsMatchSecuresystemslib(t *testing.T) {
 // TestInToto_VerifyPythonFixture verifies a supply chain made entirely by
 // in-toto 1.3.1: layout, keys and links.
 func TestInToto_VerifyPythonFixture(t *testing.T) {
-	owner, err := ParseInTotoPublicKey(readFixture(t, "owner-test.pub"))
+	owner, err := ParsePublicKey(readFixture(t, "owner-test.pub"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	layout := readFixture(t, "root.layout")
-	doc := readFixture(t, MeasurementsFile)
+	doc := readFixture(t, metadata.MeasurementsFile)
 	links := map[string][]byte{}
 	entries, err := os.ReadDir(fixtureDir)
 	if err != nil {
@@ -982,11 +984,11 @@ func TestInToto_VerifyPythonFixture(t *testing.T) {
 		if err != nil {
 			t.Fatalf("LinkProducts(%s): %v", name, err)
 		}
-		if want, _ := LinkFileName(step, keyID); want != name {
+		if want, _ := metadata.LinkFileName(step, keyID); want != name {
 			t.Errorf("link %s: LinkFileName(%s, %s) = %s", name, step, keyID, want)
 		}
 		if step == StepReadMeasurements {
-			if err := products[MeasurementsFile].Verify(doc); err != nil {
+			if err := products[metadata.MeasurementsFile].Verify(doc); err != nil {
 				t.Errorf("read-measurements product: %v", err)
 			}
 		}
@@ -1051,7 +1053,7 @@ func FuzzInTotoLink(f *testing.F) {
 		if err == nil {
 			// Only a re-encoding of the signed original can verify.
 			_, l, perr := parseLink(data)
-			if perr != nil || l.Products[MeasurementsFile]["sha256"] != sha256Hex(testDoc) {
+			if perr != nil || l.Products[metadata.MeasurementsFile]["sha256"] != sha256Hex(testDoc) {
 				t.Fatalf("accepted a link that is not the original: %q", data)
 			}
 		}

@@ -1,4 +1,4 @@
-package client
+package attest
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/google/go-tpm-tools/proto/attest"
+	attestpb "github.com/google/go-tpm-tools/proto/attest"
 	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
 	"github.com/google/go-tpm-tools/quote"
 	"github.com/google/go-tpm/legacy/tpm2"
@@ -373,7 +373,7 @@ func (v *Verifier) fetchFailure(ctx, nctx context.Context, node, base string, er
 // asking the node anything: for integrators that carry attestations
 // themselves, and for replaying recorded ones. The nonce must be one the
 // verifier chose, fresh, for this node.
-func (v *Verifier) VerifyAttestation(node string, att *attest.Attestation, nonce []byte) (result NodeResult) {
+func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, nonce []byte) (result NodeResult) {
 	// The attestation is hostile input for the parsers of go-tpm and
 	// go-eventlog: a bug of theirs must cost this node, not the report on
 	// the whole cluster.

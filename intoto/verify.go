@@ -1,15 +1,18 @@
-package metadata
+package intoto
 
 import (
 	"crypto"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/in-toto/in-toto-golang/in_toto"
+
+	"github.com/mtuf/mtuf/metadata"
 )
 
 // Errors of supply chain verification, one per guarantee that failed. The
@@ -213,7 +216,7 @@ func checkLayout(lay in_toto.Layout) error {
 		}
 	}
 	if !hasRead {
-		return fmt.Errorf("the layout has no step %s, which produces %s", StepReadMeasurements, MeasurementsFile)
+		return fmt.Errorf("the layout has no step %s, which produces %s", StepReadMeasurements, metadata.MeasurementsFile)
 	}
 	return nil
 }
@@ -241,7 +244,7 @@ func collectLinks(lay in_toto.Layout, links map[string][]byte) (map[string]map[s
 		steps[s.Name] = s
 		out[s.Name] = map[string]*candidate{}
 	}
-	for _, name := range sortedKeys(links) {
+	for _, name := range slices.Sorted(maps.Keys(links)) {
 		file := path.Base(name)
 		step, prefix, ok := splitLinkFileName(file)
 		if !ok {
@@ -300,16 +303,8 @@ func checkLink(lay in_toto.Layout, step in_toto.Step, file, prefix string, data 
 
 // splitLinkFileName takes "<step>.<keyid8>.link" apart.
 func splitLinkFileName(file string) (step, prefix string, ok bool) {
-	stem, ok := strings.CutSuffix(file, linkSuffix)
-	if !ok {
-		return "", "", false
-	}
-	i := len(stem) - keyIDPrefixLen - 1
-	if i < 1 || stem[i] != '.' {
-		return "", "", false
-	}
-	step, prefix = stem[:i], stem[i+1:]
-	if validateKeyID(prefix) != nil {
+	step, prefix, ok = metadata.SplitLinkFileName(file)
+	if !ok || metadata.ValidateKeyID(prefix) != nil {
 		return "", "", false
 	}
 	return step, prefix, true
@@ -320,7 +315,7 @@ func checkThresholds(lay in_toto.Layout, candidates map[string]map[string]*candi
 	for _, s := range lay.Steps {
 		good := 0
 		var problems []error
-		for _, keyID := range sortedKeys(candidates[s.Name]) {
+		for _, keyID := range slices.Sorted(maps.Keys(candidates[s.Name])) {
 			c := candidates[s.Name][keyID]
 			if c.problem != nil {
 				problems = append(problems, c.problem)
@@ -334,7 +329,11 @@ func checkThresholds(lay in_toto.Layout, candidates map[string]map[string]*candi
 		if len(problems) == 0 {
 			names := make([]string, len(s.PubKeys))
 			for i, id := range s.PubKeys {
-				names[i] = s.Name + "." + id[:min(len(id), keyIDPrefixLen)] + linkSuffix
+				name, err := metadata.LinkFileName(s.Name, id)
+				if err != nil {
+					name = s.Name + "." + id + ".link"
+				}
+				names[i] = name
 			}
 			return fmt.Errorf("%w: step %s needs %d link(s) signed by distinct functionaries, found %d (expected file name(s): %s)",
 				ErrLinkMissing, s.Name, s.Threshold, good, strings.Join(names, ", "))
@@ -353,9 +352,9 @@ func measurementsHint(lay in_toto.Layout, reduced map[string]in_toto.Metadata) s
 	if !ok {
 		return ""
 	}
-	produced, ok := read.Products[MeasurementsFile]
+	produced, ok := read.Products[metadata.MeasurementsFile]
 	if !ok {
-		return fmt.Sprintf("step %s produced no %s", StepReadMeasurements, MeasurementsFile)
+		return fmt.Sprintf("step %s produced no %s", StepReadMeasurements, metadata.MeasurementsFile)
 	}
 	for _, s := range lay.Steps {
 		if s.Name == StepReadMeasurements {
@@ -368,7 +367,7 @@ func measurementsHint(lay in_toto.Layout, reduced map[string]in_toto.Metadata) s
 		for _, a := range recorded(l) {
 			if d := a.digests; d["sha256"] != produced["sha256"] {
 				return fmt.Sprintf("step %s records %s as a %s with sha256 %s, but step %s produced sha256 %s",
-					s.Name, MeasurementsFile, a.kind, d["sha256"], StepReadMeasurements, produced["sha256"])
+					s.Name, metadata.MeasurementsFile, a.kind, d["sha256"], StepReadMeasurements, produced["sha256"])
 			}
 		}
 	}
@@ -381,13 +380,13 @@ func checkProduct(lay in_toto.Layout, reduced map[string]in_toto.Metadata, doc [
 	if !ok {
 		return fmt.Errorf("%w: no verified link for step %s", ErrLinkMissing, StepReadMeasurements)
 	}
-	produced, ok := read.Products[MeasurementsFile]
+	produced, ok := read.Products[metadata.MeasurementsFile]
 	if !ok {
-		return fmt.Errorf("%w: step %s produced no %s", ErrMeasurementsMismatch, StepReadMeasurements, MeasurementsFile)
+		return fmt.Errorf("%w: step %s produced no %s", ErrMeasurementsMismatch, StepReadMeasurements, metadata.MeasurementsFile)
 	}
 	if err := Digests(produced).Verify(doc); err != nil {
 		return fmt.Errorf("%w: %s is not the %s that step %s produced: %w",
-			ErrMeasurementsMismatch, MeasurementsFile, MeasurementsFile, StepReadMeasurements, err)
+			ErrMeasurementsMismatch, metadata.MeasurementsFile, metadata.MeasurementsFile, StepReadMeasurements, err)
 	}
 	for _, s := range lay.Steps {
 		l, ok := stepLink(reduced, s.Name)
@@ -397,7 +396,7 @@ func checkProduct(lay in_toto.Layout, reduced map[string]in_toto.Metadata, doc [
 		for _, a := range recorded(l) {
 			if err := a.digests.Verify(doc); err != nil {
 				return fmt.Errorf("%w: %s is not the %s that step %s records as a %s: %w",
-					ErrMeasurementsMismatch, MeasurementsFile, MeasurementsFile, s.Name, a.kind, err)
+					ErrMeasurementsMismatch, metadata.MeasurementsFile, metadata.MeasurementsFile, s.Name, a.kind, err)
 			}
 		}
 	}
@@ -423,10 +422,10 @@ type recordedArtifact struct {
 // recorded returns the records of measurements.json in a link, materials first.
 func recorded(l in_toto.Link) []recordedArtifact {
 	var out []recordedArtifact
-	if d, ok := l.Materials[MeasurementsFile]; ok {
+	if d, ok := l.Materials[metadata.MeasurementsFile]; ok {
 		out = append(out, recordedArtifact{"material", Digests(d)})
 	}
-	if d, ok := l.Products[MeasurementsFile]; ok {
+	if d, ok := l.Products[metadata.MeasurementsFile]; ok {
 		out = append(out, recordedArtifact{"product", Digests(d)})
 	}
 	return out

@@ -1,4 +1,4 @@
-package client
+package attest
 
 import (
 	"bytes"

@@ -1,6 +1,6 @@
 //go:build unix
 
-package client_test
+package attest_test
 
 import (
 	"crypto"
@@ -13,11 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-tpm-tools/proto/attest"
+	attestpb "github.com/google/go-tpm-tools/proto/attest"
 	"github.com/google/go-tpm-tools/server"
 	"github.com/google/go-tpm/legacy/tpm2"
 
-	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/attest"
 	"github.com/mtuf/mtuf/internal/agent"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/metadata"
@@ -33,7 +33,7 @@ const (
 
 type benchSet struct {
 	nodes  []string
-	atts   []*attest.Attestation
+	atts   []*attestpb.Attestation
 	nonces [][]byte
 	aks    []crypto.PublicKey
 	root   *x509.Certificate
@@ -115,17 +115,17 @@ type verifierFunc func(i int) error
 
 func (s *benchSet) verifiers(b *testing.B) map[string]verifierFunc {
 	b.Helper()
-	pinned, err := client.NewVerifier(client.Policy{Measurements: s.ref, TrustedAKs: s.aks}, client.Options{})
+	pinned, err := attest.NewVerifier(attest.Policy{Measurements: s.ref, TrustedAKs: s.aks}, attest.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	byCA, err := client.NewVerifier(client.Policy{Measurements: s.ref, AKRoots: []*x509.Certificate{s.root}}, client.Options{})
+	byCA, err := attest.NewVerifier(attest.Policy{Measurements: s.ref, AKRoots: []*x509.Certificate{s.root}}, attest.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	mtuf := func(v *client.Verifier) verifierFunc {
+	mtuf := func(v *attest.Verifier) verifierFunc {
 		return func(i int) error {
-			if r := v.VerifyAttestation(s.nodes[i], s.atts[i], s.nonces[i]); r.Status != client.Trusted {
+			if r := v.VerifyAttestation(s.nodes[i], s.atts[i], s.nonces[i]); r.Status != attest.Trusted {
 				return fmt.Errorf("%s", r)
 			}
 			return nil

@@ -1,4 +1,4 @@
-package client
+package attest
 
 import (
 	"bytes"
@@ -14,7 +14,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/google/go-tpm-tools/proto/attest"
+	attestpb "github.com/google/go-tpm-tools/proto/attest"
 	"github.com/google/go-tpm/legacy/tpm2"
 
 	"github.com/mtuf/mtuf/keys"
@@ -104,7 +104,7 @@ func checkAKRoot(c *x509.Certificate, now time.Time) error {
 // trustAK returns the attestation's key and why it is trusted, or an error
 // saying why it is not. The quote is verified with the key of the TPM
 // public area, and a certificate counts only for that same key.
-func (v *Verifier) trustAK(att *attest.Attestation) (ak crypto.PublicKey, trust, fp string, err error) {
+func (v *Verifier) trustAK(att *attestpb.Attestation) (ak crypto.PublicKey, trust, fp string, err error) {
 	if len(att.GetAkPub()) == 0 {
 		return nil, "", "", errors.New("the attestation holds no attestation key")
 	}
