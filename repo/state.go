@@ -1,12 +1,15 @@
 package repo
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -194,10 +197,7 @@ type signerSet func(ctx context.Context, s *state, role string) ([]signature.Sig
 // skipped, since no snapshot refers to them; the timestamp is the single
 // point where one publish wins.
 func (s *state) commit(ctx context.Context, files map[string][]byte, signers signerSet, expiry func(role string) time.Time) error {
-	// One order on every run (sorted names), so that a crash or a failed
-	// write stops a publish at a point that can be reasoned about and
-	// replayed.
-	for _, name := range slices.Sorted(maps.Keys(files)) {
+	for _, name := range writeOrder(files) {
 		if err := s.st.PutOnce(ctx, name, files[name]); err != nil {
 			return err
 		}
@@ -297,6 +297,27 @@ func putVersioned(ctx context.Context, st Storage, role string, v int64, encode 
 		v++
 	}
 	return 0, fmt.Errorf("metadata for %s: %d versions past the snapshot's are already taken; is another tool writing to this repository?", role, maxVersionSkips)
+}
+
+// writeOrder is the order in which a publish writes its target files:
+// sorted by the target each holds (its name without the hash prefix), so
+// that the order is the same on every run, whatever the content, and a
+// crash or a failed write stops a publish at a point that can be reasoned
+// about and replayed.
+func writeOrder(files map[string][]byte) []string {
+	return slices.SortedFunc(maps.Keys(files), func(a, b string) int {
+		return cmp.Or(strings.Compare(unhashed(a), unhashed(b)), strings.Compare(a, b))
+	})
+}
+
+// unhashed turns targets/DIR/SHA256.NAME (see targetFileName) back into
+// targets/DIR/NAME.
+func unhashed(file string) string {
+	dir, base := path.Split(file)
+	if _, name, ok := strings.Cut(base, "."); ok {
+		return dir + name
+	}
+	return file
 }
 
 func signAndEncode[T tuf.Roles](md *tuf.Metadata[T], signers []signature.Signer) ([]byte, error) {
