@@ -39,6 +39,10 @@ func TestScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	fixtureKeyDir, err := filepath.Abs(filepath.Join("testdata", "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
@@ -55,6 +59,7 @@ func TestScripts(t *testing.T) {
 		Condition: s3Condition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitfile": cmdWaitFile,
+			"cpkeys":   cmdCpKeys(fixtureKeyDir),
 			"subst":    cmdSubst,
 			"envfile":  cmdEnvFile,
 			// A real S3 server and its bucket (s3_script_test.go).
