@@ -3,8 +3,11 @@ package mtufcmd
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,10 +61,11 @@ func TestScripts(t *testing.T) {
 		},
 		Condition: s3Condition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"waitfile": cmdWaitFile,
-			"cpkeys":   cmdCpKeys(fixtureKeyDir),
-			"subst":    cmdSubst,
-			"envfile":  cmdEnvFile,
+			"waitfile":    cmdWaitFile,
+			"waitexpired": cmdWaitExpired,
+			"cpkeys":      cmdCpKeys(fixtureKeyDir),
+			"subst":       cmdSubst,
+			"envfile":     cmdEnvFile,
 			// A real S3 server and its bucket (s3_script_test.go).
 			"s3server":  cmdS3Server,
 			"s3readers": cmdS3Readers,
@@ -123,6 +127,39 @@ func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Fatalf("timed out waiting for %s", args[0])
 }
+
+// waitexpired FILE waits until the expiry that FILE records has passed:
+// the NotAfter of a PEM certificate, or else the first "expires TIME"
+// (RFC 3339) in the file, such as the stdout of mtuf repo layout. It waits
+// at most a minute, and fails for an expiry further away.
+func cmdWaitExpired(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: waitexpired FILE")
+	}
+	data := ts.ReadFile(args[0])
+	var expiry time.Time
+	if block, _ := pem.Decode([]byte(data)); block != nil && block.Type == "CERTIFICATE" {
+		cert, err := x509.ParseCertificate(block.Bytes)
+		ts.Check(err)
+		expiry = cert.NotAfter
+	} else {
+		m := expiresRE.FindStringSubmatch(data)
+		if m == nil {
+			ts.Fatalf("%s holds neither a certificate nor an expiry time", args[0])
+		}
+		var err error
+		expiry, err = time.Parse(time.RFC3339, m[1])
+		ts.Check(err)
+	}
+	wait := time.Until(expiry)
+	if wait > time.Minute {
+		ts.Fatalf("%s expires at %s, more than a minute from now", args[0], expiry.Format(time.RFC3339))
+	}
+	// Past the expiry, not at it: checks compare times to the nanosecond.
+	time.Sleep(wait + time.Millisecond)
+}
+
+var expiresRE = regexp.MustCompile(`expires (\S+)`)
 
 // subst FILE OLD NEW replaces every OLD with NEW in FILE, in place (to
 // tamper with files as an attacker would).
