@@ -58,6 +58,10 @@ var akCAKeys = []string{"test-ak-ca", "other-test-ak-ca"}
 // them first: go test ./internal/mtufcmd -run TestFixtureKeys -update-keys
 // (delete a pair to have it generated anew).
 func TestFixtureKeys(t *testing.T) {
+	if !*updateKeys {
+		// Rewriting the files must not race with the scripts copying them.
+		t.Parallel()
+	}
 	var paths []string
 	for _, k := range fixtureKeys {
 		name := filepath.Join("testdata", "keys", k.name)

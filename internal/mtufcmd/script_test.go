@@ -38,6 +38,7 @@ func TestMain(m *testing.M) {
 // TestScripts runs the command-line scripts in testdata/script: the real
 // commands, as a user runs them, including every mistake a user can make.
 func TestScripts(t *testing.T) {
+	t.Parallel()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
