@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,6 +23,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A script spends most of its time waiting for the commands it runs,
+	// whose CPU is not the test binary's: run twice as many scripts at
+	// once as there are CPUs, unless -parallel says otherwise (flags are
+	// parsed later, so a -parallel given on the command line wins).
+	if f := flag.Lookup("test.parallel"); f != nil {
+		f.Value.Set(strconv.Itoa(2 * runtime.GOMAXPROCS(0)))
+	}
 	testscript.Main(m, map[string]func(){
 		"mtuf":       func() { os.Exit(Main()) },
 		"mtuf-agent": func() { os.Exit(agentcmd.Main()) },
