@@ -46,6 +46,7 @@ func fakeAgent(t *testing.T, att *attest.Attestation) *httptest.Server {
 }
 
 func TestFetchDecodesAttestation(t *testing.T) {
+	t.Parallel()
 	want := &attest.Attestation{AkPub: []byte("ak"), EventLog: []byte("log")}
 	ts := fakeAgent(t, want)
 	got, err := Fetch(context.Background(), ts.Client(), ts.URL, make([]byte, 32))
@@ -62,6 +63,7 @@ func TestFetchDecodesAttestation(t *testing.T) {
 }
 
 func TestFetchErrors(t *testing.T) {
+	t.Parallel()
 	handler := func(status int, ctype string, body []byte) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if ctype != "" {
@@ -133,6 +135,7 @@ func TestFetchErrors(t *testing.T) {
 }
 
 func TestFetchRefusesBadArguments(t *testing.T) {
+	t.Parallel()
 	ts := fakeAgent(t, &attest.Attestation{})
 	for name, tc := range map[string]struct {
 		url   string
@@ -158,6 +161,7 @@ func TestFetchRefusesBadArguments(t *testing.T) {
 }
 
 func TestFetchHonoursContext(t *testing.T) {
+	t.Parallel()
 	release := make(chan struct{})
 	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -187,6 +191,7 @@ func TestFetchHonoursContext(t *testing.T) {
 }
 
 func TestFetchAK(t *testing.T) {
+	t.Parallel()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -240,6 +245,7 @@ func TestFetchAK(t *testing.T) {
 }
 
 func TestRequestJSON(t *testing.T) {
+	t.Parallel()
 	// The nonce travels as standard base64, as encoding/json writes []byte.
 	b, err := json.Marshal(Request{Nonce: []byte{0xfb, 0xff, 0x00}})
 	if err != nil {
@@ -251,6 +257,7 @@ func TestRequestJSON(t *testing.T) {
 }
 
 func TestCheckNonce(t *testing.T) {
+	t.Parallel()
 	for n := 0; n <= MaxNonce+1; n++ {
 		err := CheckNonce(make([]byte, n))
 		if ok := n >= MinNonce && n <= MaxNonce; ok != (err == nil) {

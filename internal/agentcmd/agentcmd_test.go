@@ -244,6 +244,7 @@ func TestErrors(t *testing.T) {
 }
 
 func TestHelp(t *testing.T) {
+	t.Parallel()
 	var stdout, stderr bytes.Buffer
 	if code := run(context.Background(), []string{"--help"}, &stdout, &stderr); code != 0 {
 		t.Fatalf("--help exit %d: %s", code, stderr.String())
@@ -256,6 +257,8 @@ func TestHelp(t *testing.T) {
 }
 
 func TestServeSwtpm(t *testing.T) {
+	// No simulator: this runs beside the tests that hold the process-wide one.
+	t.Parallel()
 	tpmtest.RequireTools(t, "swtpm")
 	sw := tpmtest.StartSwtpm(t)
 	chain := filepath.Join(bootDir, "image-v1.1.0.yaml")

@@ -14,6 +14,7 @@ import (
 // order, as a testscript: the guide is what the tests prove. A command
 // after a "# expect failure: TEXT" line must fail saying TEXT.
 func TestKeyCeremonyDoc(t *testing.T) {
+	t.Parallel()
 	doc, err := os.ReadFile("../../docs/key-ceremony.md")
 	if err != nil {
 		t.Fatal(err)

@@ -3,8 +3,13 @@ package mtufcmd
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"flag"
 	"os"
 	"path/filepath"
+	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -18,6 +23,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// A script spends most of its time waiting for the commands it runs,
+	// whose CPU is not the test binary's: run twice as many scripts at
+	// once as there are CPUs, unless -parallel says otherwise (flags are
+	// parsed later, so a -parallel given on the command line wins).
+	if f := flag.Lookup("test.parallel"); f != nil {
+		f.Value.Set(strconv.Itoa(2 * runtime.GOMAXPROCS(0)))
+	}
 	testscript.Main(m, map[string]func(){
 		"mtuf":       func() { os.Exit(Main()) },
 		"mtuf-agent": func() { os.Exit(agentcmd.Main()) },
@@ -35,7 +47,12 @@ func TestMain(m *testing.M) {
 // TestScripts runs the command-line scripts in testdata/script: the real
 // commands, as a user runs them, including every mistake a user can make.
 func TestScripts(t *testing.T) {
+	t.Parallel()
 	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fixtureKeyDir, err := filepath.Abs(filepath.Join("testdata", "keys"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,9 +71,11 @@ func TestScripts(t *testing.T) {
 		},
 		Condition: s3Condition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"waitfile": cmdWaitFile,
-			"subst":    cmdSubst,
-			"envfile":  cmdEnvFile,
+			"waitfile":    cmdWaitFile,
+			"waitexpired": cmdWaitExpired,
+			"cpkeys":      cmdCpKeys(fixtureKeyDir),
+			"subst":       cmdSubst,
+			"envfile":     cmdEnvFile,
 			// A real S3 server and its bucket (s3_script_test.go).
 			"s3server":  cmdS3Server,
 			"s3readers": cmdS3Readers,
@@ -118,6 +137,39 @@ func cmdWaitFile(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	ts.Fatalf("timed out waiting for %s", args[0])
 }
+
+// waitexpired FILE waits until the expiry that FILE records has passed:
+// the NotAfter of a PEM certificate, or else the first "expires TIME"
+// (RFC 3339) in the file, such as the stdout of mtuf repo layout. It waits
+// at most a minute, and fails for an expiry further away.
+func cmdWaitExpired(ts *testscript.TestScript, neg bool, args []string) {
+	if len(args) != 1 || neg {
+		ts.Fatalf("usage: waitexpired FILE")
+	}
+	data := ts.ReadFile(args[0])
+	var expiry time.Time
+	if block, _ := pem.Decode([]byte(data)); block != nil && block.Type == "CERTIFICATE" {
+		cert, err := x509.ParseCertificate(block.Bytes)
+		ts.Check(err)
+		expiry = cert.NotAfter
+	} else {
+		m := expiresRE.FindStringSubmatch(data)
+		if m == nil {
+			ts.Fatalf("%s holds neither a certificate nor an expiry time", args[0])
+		}
+		var err error
+		expiry, err = time.Parse(time.RFC3339, m[1])
+		ts.Check(err)
+	}
+	wait := time.Until(expiry)
+	if wait > time.Minute {
+		ts.Fatalf("%s expires at %s, more than a minute from now", args[0], expiry.Format(time.RFC3339))
+	}
+	// Past the expiry, not at it: checks compare times to the nanosecond.
+	time.Sleep(wait + time.Millisecond)
+}
+
+var expiresRE = regexp.MustCompile(`expires (\S+)`)
 
 // subst FILE OLD NEW replaces every OLD with NEW in FILE, in place (to
 // tamper with files as an attacker would).

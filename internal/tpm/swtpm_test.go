@@ -61,6 +61,8 @@ func tpm2PCRRead(t *testing.T, tcti string, banks ...crypto.Hash) map[crypto.Has
 }
 
 func TestSwtpmAgreesWithTPM2Tools(t *testing.T) {
+	// No simulator: this runs beside the tests that hold the process-wide one.
+	t.Parallel()
 	tpmtest.RequireTools(t, "swtpm", "tpm2_pcrextend", "tpm2_pcrread")
 	sw := tpmtest.StartSwtpm(t)
 
