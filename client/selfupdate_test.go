@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/repo"
 )
 
@@ -25,16 +26,16 @@ import (
 func releaseFixture(t testing.TB) (*fixture, *repo.Workspace) {
 	t.Helper()
 	dir := t.TempDir()
-	k := map[string]string{}
+	k, m := map[string]string{}, keys.Memory{}
 	for _, n := range []string{"root", "targets", "online", "ci", "releases"} {
-		k[n] = newTestKey(t, dir, n+"-test")
+		k[n] = newTestKey(t, m, n+"-test")
 	}
 	one := func(n string) repo.RoleKeys { return repo.RoleKeys{Keys: []string{k[n]}, Threshold: 1} }
 	repoDir := filepath.Join(dir, "repo")
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage: repoDir, Root: one("root"), Targets: one("targets"), Snapshot: one("online"), Timestamp: one("online"),
 		Measurements: one("ci"), Releases: one("releases"), MeasurementsBins: 2, ReleasesBins: 2,
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -34,8 +34,9 @@ type chainRepo struct {
 func newChainRepo(t *testing.T) *chainRepo {
 	t.Helper()
 	dir := t.TempDir()
-	root, targets, online := newTestKey(t, dir, "root-test"), newTestKey(t, dir, "targets-test"), newTestKey(t, dir, "online-test")
-	ci := newTestKey(t, dir, "measurements-test")
+	m := keys.Memory{}
+	root, targets, online := newTestKey(t, m, "root-test"), newTestKey(t, m, "targets-test"), newTestKey(t, m, "online-test")
+	ci := newTestKey(t, m, "measurements-test")
 	month := repo.Duration(30 * 24 * time.Hour)
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage:          filepath.Join(dir, "repo"),
@@ -46,12 +47,12 @@ func newChainRepo(t *testing.T) *chainRepo {
 		Measurements:     repo.RoleKeys{Keys: []string{ci}, Threshold: 1},
 		MeasurementsBins: 8,
 		Expiry:           map[string]repo.Duration{"timestamp": month, "snapshot": month},
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	load := func(ref string) crypto.Signer {
-		k, err := keys.LoadPrivate(context.Background(), ref, testPW())
+		k, err := m.Private(context.Background(), ref)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -18,28 +18,18 @@ import (
 	"github.com/mtuf/mtuf/repo"
 )
 
-const testPassword = "test-password"
-
-func testPW() keys.PasswordSource {
-	return keys.PasswordSource{Env: func(k string) string {
-		if k == keys.PasswordEnv {
-			return testPassword
-		}
-		return ""
-	}}
-}
-
-func newTestKey(t testing.TB, dir, name string) string {
+// newTestKey generates an ed25519 key, holds it in m under name, and
+// returns name, the key's reference. The repositories of these tests sign
+// with keys in memory: an encrypted key file costs seconds of scrypt under
+// the race detector, and no test here is about key files.
+func newTestKey(t testing.TB, m keys.Memory, name string) string {
 	t.Helper()
 	priv, err := keys.Generate(keys.ED25519)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, name)
-	if err := keys.WriteKeyPair(p, priv, []byte(testPassword)); err != nil {
-		t.Fatal(err)
-	}
-	return p + ".key"
+	m[name] = priv
+	return name
 }
 
 // fixture is a repository on disk, its workspace, and a client of it.
@@ -55,8 +45,9 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	root, targets, online := newTestKey(t, dir, "root-test"), newTestKey(t, dir, "targets-test"), newTestKey(t, dir, "online-test")
-	ci := newTestKey(t, dir, "measurements-test")
+	m := keys.Memory{}
+	root, targets, online := newTestKey(t, m, "root-test"), newTestKey(t, m, "targets-test"), newTestKey(t, m, "online-test")
+	ci := newTestKey(t, m, "measurements-test")
 	repoDir := filepath.Join(dir, "repo")
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage:          repoDir,
@@ -66,7 +57,7 @@ func newFixture(t *testing.T) *fixture {
 		Timestamp:        repo.RoleKeys{Keys: []string{online}, Threshold: 1},
 		Measurements:     repo.RoleKeys{Keys: []string{ci}, Threshold: 1},
 		MeasurementsBins: 8,
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

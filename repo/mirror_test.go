@@ -440,7 +440,7 @@ func TestMirrorRootChain(t *testing.T) {
 	// Rotate the root: version 2, signed by the same root key.
 	md := readMeta[tuf.RootType](t, r.ws.Storage, "metadata/1.root.json")
 	md.Signed.Version = 2
-	signer, _, err := loadSigner(ctx, r.keys["root"], testPW())
+	signer, _, err := loadSigner(ctx, r.keys["root"], r.signers)
 	if err != nil {
 		t.Fatal(err)
 	}

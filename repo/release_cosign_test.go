@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mtuf/mtuf/internal/testtool"
+	"github.com/mtuf/mtuf/keys"
 )
 
 // A user verifies a first download of mtuf with stock cosign and the
@@ -28,7 +29,7 @@ func TestReleaseSignatureVerifiesWithCosign(t *testing.T) {
 		}
 		return p
 	}
-	pub, err := os.ReadFile(strings.TrimSuffix(r.keys["releases"], ".key") + ".pub")
+	pub, err := keys.MarshalPublic(r.signers[r.keys["releases"]].Public())
 	if err != nil {
 		t.Fatal(err)
 	}
