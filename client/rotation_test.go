@@ -109,7 +109,9 @@ func (c *ceremony) commit() {
 // Every rotation a project meets; in each, a client that last updated
 // several versions earlier updates cleanly.
 func TestRotations(t *testing.T) {
+	t.Parallel()
 	t.Run("root key replaced", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
 		c.stage("root", []string{"root1", "root2"}, repo.KeyChange{Role: "root", Add: []string{c.k["root2"]}, Remove: []string{c.k["root1"]}})
 		c.commit()
@@ -117,6 +119,7 @@ func TestRotations(t *testing.T) {
 		c.update()
 	})
 	t.Run("root threshold raised and lowered over several versions", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
 		c.stage("root", []string{"root1", "root2"}, repo.KeyChange{Role: "root", Add: []string{c.k["root2"], c.k["root3"]}, Threshold: 2})
 		c.commit()
@@ -136,6 +139,7 @@ func TestRotations(t *testing.T) {
 		}
 	})
 	t.Run("targets key replaced", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
 		c.stage("root", []string{"root1"}, repo.KeyChange{Role: "targets", Add: []string{c.k["targets2"]}, Remove: []string{c.k["targets1"]}})
 		c.stage("targets", []string{"targets2"})
@@ -144,6 +148,7 @@ func TestRotations(t *testing.T) {
 		c.update()
 	})
 	t.Run("delegated role key replaced and the old one revoked", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
 		c.stage("targets", []string{"targets1"}, repo.KeyChange{Role: "measurements", Add: []string{c.k["ci2"]}, Remove: []string{c.k["ci1"]}})
 		c.commit()
@@ -160,6 +165,7 @@ func TestRotations(t *testing.T) {
 		}
 	})
 	t.Run("online key replaced after a fast-forward attack", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
 		// The attacker holds online1 and pushes a timestamp far ahead.
 		forged := forgeTimestamp(t, c, 1000000)

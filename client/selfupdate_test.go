@@ -51,6 +51,7 @@ func publishRelease(t testing.TB, ws *repo.Workspace, version string, bin []byte
 }
 
 func TestSelfUpdate(t *testing.T) {
+	t.Parallel()
 	f, ws := releaseFixture(t)
 	publishRelease(t, ws, "v1.0.0", []byte("release 1.0.0"))
 	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
@@ -88,6 +89,7 @@ func TestSelfUpdate(t *testing.T) {
 }
 
 func TestSelfUpdateRefusesTamperedRelease(t *testing.T) {
+	t.Parallel()
 	f, ws := releaseFixture(t)
 	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
 	srv := httptest.NewServer(repo.Handler(f.repoDir))

@@ -141,6 +141,7 @@ func (r *chainRepo) client(t *testing.T) (*client.Client, string) {
 }
 
 func TestUpdateVerifiesSupplyChain(t *testing.T) {
+	t.Parallel()
 	r := newChainRepo(t)
 	r.publishLayout(t, 24*time.Hour)
 	doc := chainDoc(t, "v1.0.0", 0x40)
@@ -175,6 +176,7 @@ func TestUpdateVerifiesSupplyChain(t *testing.T) {
 }
 
 func TestUpdateWithoutLayoutWarns(t *testing.T) {
+	t.Parallel()
 	r := newChainRepo(t)
 	r.publish(t, chainDoc(t, "v1.0.0", 0x40), r.ci, r.ci)
 	c, _ := r.client(t)
@@ -202,6 +204,7 @@ func TestUpdateWithoutLayoutWarns(t *testing.T) {
 // error that says which guarantee failed, and leaves the client's trusted
 // measurements as they were.
 func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
+	t.Parallel()
 	other, err := keys.Generate(keys.ED25519)
 	if err != nil {
 		t.Fatal(err)

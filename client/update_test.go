@@ -91,6 +91,7 @@ func (f *fixture) client(t *testing.T, url string) (*client.Client, string) {
 }
 
 func TestUpdateOverFileAndHTTP(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	want := f.publish(t, "v1.0.0", 0x40)
 	srv := httptest.NewServer(repo.Handler(f.repoDir))
@@ -123,6 +124,7 @@ func TestUpdateOverFileAndHTTP(t *testing.T) {
 }
 
 func TestUpdateFollowsNewMeasurements(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
 	c, _ := f.client(t, f.repoDir)
@@ -142,6 +144,7 @@ func TestUpdateFollowsNewMeasurements(t *testing.T) {
 // Attacks on the repository: every one is refused with ErrUntrusted and
 // leaves the client's trusted measurements as they were.
 func TestUpdateRefusesAttacks(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		attack func(t *testing.T, f *fixture)
@@ -205,6 +208,7 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t)
 			f.publish(t, "v1.0.0", 0x40)
 			c, state := f.client(t, f.repoDir)
@@ -247,6 +251,7 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 }
 
 func TestInitRefusesBadRoot(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for name, root := range map[string][]byte{
 		"not json":         []byte("{"),
@@ -281,6 +286,7 @@ func mustRead(t *testing.T, p string) []byte {
 // the probe for the next root must read that as "no newer root", but a
 // 403 anywhere else is still an error.
 func TestRootProbeForbidden(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
 	files := repo.Handler(f.repoDir)
@@ -304,6 +310,7 @@ func TestRootProbeForbidden(t *testing.T) {
 }
 
 func TestOpenNotInitialized(t *testing.T) {
+	t.Parallel()
 	_, err := client.Open(t.TempDir())
 	if !errors.Is(err, client.ErrNotInitialized) || !strings.Contains(err.Error(), "mtuf client init") {
 		t.Fatalf("err = %v", err)

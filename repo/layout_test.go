@@ -47,6 +47,7 @@ func testLayout(t testing.TB, owner crypto.Signer, expires time.Time, functionar
 }
 
 func TestPublishLayout(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	owner := genKey(t, keys.ED25519)
@@ -111,6 +112,7 @@ func TestPublishLayout(t *testing.T) {
 }
 
 func TestPublishLayoutRefuses(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	owner := genKey(t, keys.ED25519)
@@ -152,6 +154,7 @@ func TestPublishLayoutRefuses(t *testing.T) {
 }
 
 func TestPublishLayoutThreshold(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cfg, k, m := testInitConfig(t, dir)
 	k2 := newTestKey(t, m, "targets-2-test", keys.ECDSAP256)

@@ -85,6 +85,7 @@ func listedLinksOf(t *testing.T, ws *Workspace, image string) []string {
 }
 
 func TestPublishWithLinks(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	ci := loadTestKey(t, r.signers, r.keys["measurements"])
@@ -164,6 +165,7 @@ func TestPublishWithLinks(t *testing.T) {
 }
 
 func TestPublishWithLinksRefuses(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	ci := loadTestKey(t, r.signers, r.keys["measurements"])

@@ -15,6 +15,7 @@ import (
 // A user verifies a first download of mtuf with stock cosign and the
 // published releases key, before mtuf is there to verify anything.
 func TestReleaseSignatureVerifiesWithCosign(t *testing.T) {
+	t.Parallel()
 	cosign := testtool.NewCosign(t)
 	r := newTestRepo(t)
 	bin := []byte("#!/bin/sh\necho mtuf\n")

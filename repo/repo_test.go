@@ -135,6 +135,7 @@ func readMeta[T tuf.Roles](t *testing.T, st Storage, name string) *tuf.Metadata[
 }
 
 func TestInitCreatesDelegationsAndBins(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	root := readMeta[tuf.RootType](t, r.ws.Storage, "metadata/1.root.json")
 	if !root.Signed.ConsistentSnapshot {
@@ -175,6 +176,7 @@ func TestInitCreatesDelegationsAndBins(t *testing.T) {
 }
 
 func TestInitRefusesBadConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	base, k, m := testInitConfig(t, dir)
 	for _, tc := range []struct {
@@ -206,6 +208,7 @@ func TestInitRefusesBadConfig(t *testing.T) {
 }
 
 func TestPublishReSignsOneBin(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	m := testMeasurements("v1.0.0", "qemu-vtpm", 0x10)
@@ -252,6 +255,7 @@ func TestPublishReSignsOneBin(t *testing.T) {
 }
 
 func TestPublishRelease(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	bin := bytes.Repeat([]byte("mtuf binary "), 1000)
 	res, err := r.ws.Publish(context.Background(), PublishRequest{
@@ -285,6 +289,7 @@ func TestPublishRelease(t *testing.T) {
 }
 
 func TestPublishRefusesWrongKeyAndPassword(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	before, _ := os.ReadFile(filepath.Join(r.storage, "metadata", "timestamp.json"))
@@ -330,6 +335,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 func TestOpenWorkspaceErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := OpenWorkspace(dir); err == nil || !strings.Contains(err.Error(), "not an mtuf workspace") {
 		t.Errorf("empty dir: %v", err)
@@ -341,6 +347,7 @@ func TestOpenWorkspaceErrors(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	start := time.Now()
@@ -374,6 +381,7 @@ func TestRefresh(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
@@ -450,6 +458,7 @@ func (f *failingStorage) Replace(ctx context.Context, name string, data []byte) 
 // A publish that fails at any write leaves a repository in which a client
 // sees the whole old state or the whole new one, and a retry succeeds.
 func TestPublishInterruptedAtEveryWrite(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
@@ -506,6 +515,7 @@ func TestPublishInterruptedAtEveryWrite(t *testing.T) {
 
 // Two publishers at once on one repository: both targets are published.
 func TestConcurrentPublishers(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup

@@ -14,6 +14,7 @@ import (
 )
 
 func TestStageSignCommitRefusals(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r := newTestRepo(t)
 	root2 := newTestKey(t, r.signers, "root2-test", keys.ED25519)
@@ -96,6 +97,7 @@ func TestStageSignCommitRefusals(t *testing.T) {
 
 // One key listed under two key ids signs twice: it counts once.
 func TestOneKeyCountsOnce(t *testing.T) {
+	t.Parallel()
 	priv, err := keys.Generate(keys.ECDSAP256)
 	if err != nil {
 		t.Fatal(err)
