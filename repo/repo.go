@@ -293,10 +293,20 @@ func short(id string) string {
 // makes it; a reference of a caller's own resolver as it was given, since
 // only that resolver knows what it means.
 func recordRef(r keys.Resolver, ref string) string {
-	if _, files := r.(keys.Files); files {
+	if readsFiles(r) {
 		return absRef(ref)
 	}
 	return ref
+}
+
+// readsFiles tells whether r is keys.Files, whose references are paths
+// that the workspace may make absolute and check for without unlocking.
+func readsFiles(r keys.Resolver) bool {
+	switch r.(type) {
+	case keys.Files, *keys.Files:
+		return true
+	}
+	return false
 }
 
 // absRef makes a key file path absolute, so a workspace works from any

@@ -216,7 +216,7 @@ func (w *Workspace) changeKey(ctx context.Context, role, ref string, st *Staged)
 	}
 	if isOnline(role) {
 		priv := ref
-		if _, files := r.(keys.Files); files {
+		if readsFiles(r) {
 			// Checked without unlocking the key: the commit will.
 			if strings.HasSuffix(ref, ".pub") {
 				priv = strings.TrimSuffix(ref, ".pub") + ".key"
