@@ -2,7 +2,9 @@ package repo
 
 import (
 	"context"
+	"crypto"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -126,5 +128,32 @@ func TestOneKeyCountsOnce(t *testing.T) {
 	}
 	if err := verifyWith("targets", data, ks, []string{id1, id2}, 2); err == nil {
 		t.Fatal("one key signing under two key ids met a threshold of 2")
+	}
+}
+
+// publicOnly resolves the public halves of the keys it holds, but no
+// private key, as a resolver of keys held elsewhere may.
+type publicOnly struct{ keys.Memory }
+
+func (publicOnly) Private(_ context.Context, ref string) (crypto.Signer, error) {
+	return nil, fmt.Errorf("private key %s is not here", ref)
+}
+
+// A key staged for an online role must be one the workspace can sign with,
+// whatever resolves its keys.
+func TestStageOnlineKeyNeedsPrivateKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newTestRepo(t)
+	held := keys.Memory{}
+	newTestKey(t, held, "online2-test", keys.ED25519)
+	r.ws.Keys = publicOnly{held}
+	_, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "timestamp", Add: []string{"online2-test"}}}})
+	if err == nil || !strings.Contains(err.Error(), "needs its private key: private key online2-test is not here") {
+		t.Fatalf("online key without its private key: %v", err)
+	}
+	r.ws.Keys = held
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "timestamp", Add: []string{"online2-test"}}}}); err != nil {
+		t.Fatalf("online key held in memory: %v", err)
 	}
 }
