@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"path"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/sigstore/sigstore/pkg/signature"
@@ -194,10 +196,10 @@ type signerSet func(ctx context.Context, s *state, role string) ([]signature.Sig
 // skipped, since no snapshot refers to them; the timestamp is the single
 // point where one publish wins.
 func (s *state) commit(ctx context.Context, files map[string][]byte, signers signerSet, expiry func(role string) time.Time) error {
-	// One order on every run (sorted names), so that a crash or a failed
-	// write stops a publish at a point that can be reasoned about and
-	// replayed.
-	for _, name := range sortedKeys(files) {
+	// One order on every run (sorted target names), so that a crash or a
+	// failed write stops a publish at a point that can be reasoned about
+	// and replayed.
+	for _, name := range targetOrder(files) {
 		if err := s.st.PutOnce(ctx, name, files[name]); err != nil {
 			return err
 		}
@@ -313,4 +315,23 @@ func signAndEncode[T tuf.Roles](md *tuf.Metadata[T], signers []signature.Signer)
 
 func sortedKeys[V any](m map[string]V) []string {
 	return slices.Sorted(maps.Keys(m))
+}
+
+// targetOrder sorts target files by the target names they carry. Sorting
+// their storage names would order them by their hash prefixes, which
+// change with the files' contents.
+func targetOrder(files map[string][]byte) []string {
+	names := sortedKeys(files)
+	slices.SortStableFunc(names, func(a, b string) int { return strings.Compare(unhashed(a), unhashed(b)) })
+	return names
+}
+
+// unhashed drops the hash prefix of a target file's storage name:
+// targets/<dir>/<sha256>.<name> becomes targets/<dir>/<name>.
+func unhashed(name string) string {
+	dir, base := path.Split(name)
+	if _, rest, ok := strings.Cut(base, "."); ok {
+		return dir + rest
+	}
+	return name
 }
