@@ -21,6 +21,7 @@ import (
 // previous trusted state, and its next run succeeds. The repository is
 // served slowly, so that the kills land in the middle of updates.
 func TestUpdateKilledMidway(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
 	files := repo.Handler(f.repoDir)
@@ -95,6 +96,7 @@ func TestUpdateChild(t *testing.T) {
 
 // Two client runs on one state directory do not interleave: both succeed.
 func TestConcurrentUpdates(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
 	_, state := f.client(t, f.repoDir)

@@ -3,6 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"errors"
 	"os"
 	"path/filepath"
@@ -20,29 +21,31 @@ import (
 // ceremony is a repository with three root keys, two targets keys and a
 // client that updated once at the start.
 type ceremony struct {
-	t      *testing.T
-	dir    string
-	repo   string
-	ws     *repo.Workspace
-	k      map[string]string
-	client *client.Client
-	state  string
-	fill   byte
+	t    *testing.T
+	dir  string
+	repo string
+	ws   *repo.Workspace
+	k    map[string]string
+	// signers holds the keys that k names.
+	signers keys.Memory
+	client  *client.Client
+	state   string
+	fill    byte
 }
 
 func newCeremony(t *testing.T) *ceremony {
 	t.Helper()
 	dir := t.TempDir()
-	k := map[string]string{}
+	k, m := map[string]string{}, keys.Memory{}
 	for _, n := range []string{"root1", "root2", "root3", "targets1", "targets2", "online1", "online2", "ci1", "ci2"} {
-		k[n] = newTestKey(t, dir, n+"-test")
+		k[n] = newTestKey(t, m, n+"-test")
 	}
-	c := &ceremony{t: t, dir: dir, repo: filepath.Join(dir, "repo"), k: k}
+	c := &ceremony{t: t, dir: dir, repo: filepath.Join(dir, "repo"), k: k, signers: m}
 	one := func(n string) repo.RoleKeys { return repo.RoleKeys{Keys: []string{k[n]}, Threshold: 1} }
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage: c.repo, Root: one("root1"), Targets: one("targets1"),
 		Snapshot: one("online1"), Timestamp: one("online1"), Measurements: one("ci1"), MeasurementsBins: 4,
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +93,7 @@ func (c *ceremony) stage(role string, signers []string, changes ...repo.KeyChang
 		c.t.Fatalf("stage %s: %v", role, err)
 	}
 	for _, s := range signers {
-		if _, _, err := repo.Sign(context.Background(), p, c.k[s], testPW()); err != nil {
+		if _, _, err := repo.Sign(context.Background(), p, c.k[s], c.signers); err != nil {
 			c.t.Fatalf("sign %s with %s: %v", role, s, err)
 		}
 	}
@@ -103,24 +106,25 @@ func (c *ceremony) commit() {
 	}
 }
 
-func pub(ref string) string { return strings.TrimSuffix(ref, ".key") + ".pub" }
-
 // Every rotation a project meets; in each, a client that last updated
 // several versions earlier updates cleanly.
 func TestRotations(t *testing.T) {
+	t.Parallel()
 	t.Run("root key replaced", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
-		c.stage("root", []string{"root1", "root2"}, repo.KeyChange{Role: "root", Add: []string{pub(c.k["root2"])}, Remove: []string{pub(c.k["root1"])}})
+		c.stage("root", []string{"root1", "root2"}, repo.KeyChange{Role: "root", Add: []string{c.k["root2"]}, Remove: []string{c.k["root1"]}})
 		c.commit()
 		c.publish()
 		c.update()
 	})
 	t.Run("root threshold raised and lowered over several versions", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
-		c.stage("root", []string{"root1", "root2"}, repo.KeyChange{Role: "root", Add: []string{pub(c.k["root2"]), pub(c.k["root3"])}, Threshold: 2})
+		c.stage("root", []string{"root1", "root2"}, repo.KeyChange{Role: "root", Add: []string{c.k["root2"], c.k["root3"]}, Threshold: 2})
 		c.commit()
 		c.publish()
-		c.stage("root", []string{"root2", "root3"}, repo.KeyChange{Role: "root", Remove: []string{pub(c.k["root1"])}, Threshold: 1})
+		c.stage("root", []string{"root2", "root3"}, repo.KeyChange{Role: "root", Remove: []string{c.k["root1"]}, Threshold: 1})
 		c.commit()
 		c.stage("root", []string{"root3"})
 		c.commit()
@@ -135,23 +139,25 @@ func TestRotations(t *testing.T) {
 		}
 	})
 	t.Run("targets key replaced", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
-		c.stage("root", []string{"root1"}, repo.KeyChange{Role: "targets", Add: []string{pub(c.k["targets2"])}, Remove: []string{pub(c.k["targets1"])}})
+		c.stage("root", []string{"root1"}, repo.KeyChange{Role: "targets", Add: []string{c.k["targets2"]}, Remove: []string{c.k["targets1"]}})
 		c.stage("targets", []string{"targets2"})
 		c.commit()
 		c.publish()
 		c.update()
 	})
 	t.Run("delegated role key replaced and the old one revoked", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
-		c.stage("targets", []string{"targets1"}, repo.KeyChange{Role: "measurements", Add: []string{c.k["ci2"]}, Remove: []string{pub(c.k["ci1"])}})
+		c.stage("targets", []string{"targets1"}, repo.KeyChange{Role: "measurements", Add: []string{c.k["ci2"]}, Remove: []string{c.k["ci1"]}})
 		c.commit()
 		c.publish()
 		c.update()
 		// The revoked key signs the bin the client is about to fetch:
 		// refused, although the bin is otherwise exactly right.
 		c.publish()
-		resign(t, newestBin(t, c.repo), c.k["ci1"])
+		resign(t, newestBin(t, c.repo), c.signers[c.k["ci1"]])
 		cl, _ := client.Open(c.state)
 		_, err := cl.Update(context.Background(), "v1.0.0", "qemu-vtpm")
 		if !errors.Is(err, client.ErrUntrusted) || !strings.Contains(err.Error(), "threshold") {
@@ -159,6 +165,7 @@ func TestRotations(t *testing.T) {
 		}
 	})
 	t.Run("online key replaced after a fast-forward attack", func(t *testing.T) {
+		t.Parallel()
 		c := newCeremony(t)
 		// The attacker holds online1 and pushes a timestamp far ahead.
 		forged := forgeTimestamp(t, c, 1000000)
@@ -170,8 +177,8 @@ func TestRotations(t *testing.T) {
 		// The maintainers rotate the online key in root; the repository's
 		// next timestamp is far below the forged one.
 		c.stage("root", []string{"root1"},
-			repo.KeyChange{Role: "timestamp", Add: []string{c.k["online2"]}, Remove: []string{pub(c.k["online1"])}},
-			repo.KeyChange{Role: "snapshot", Add: []string{c.k["online2"]}, Remove: []string{pub(c.k["online1"])}})
+			repo.KeyChange{Role: "timestamp", Add: []string{c.k["online2"]}, Remove: []string{c.k["online1"]}},
+			repo.KeyChange{Role: "snapshot", Add: []string{c.k["online2"]}, Remove: []string{c.k["online1"]}})
 		c.commit()
 		c.publish()
 		// TUF 5.3.11: the client drops the timestamp signed by the
@@ -198,15 +205,11 @@ func newestBin(t *testing.T, dir string) string {
 	return best
 }
 
-// resign replaces a metadata file's signatures with one by key.
-func resign(t *testing.T, path, key string) {
+// resign replaces a metadata file's signatures with one by priv.
+func resign(t *testing.T, path string, priv crypto.Signer) {
 	t.Helper()
 	data, _ := os.ReadFile(path)
 	md, err := tuf.Targets().FromBytes(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	priv, err := keys.LoadPrivate(context.Background(), key, testPW())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,11 +240,7 @@ func forgeTimestamp(t *testing.T, c *ceremony, version int64) []byte {
 		t.Fatal(err)
 	}
 	ts.Signed.Version = version
-	priv, err := keys.LoadPrivate(context.Background(), c.k["online1"], testPW())
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, _ := keys.Signer(priv)
+	signer, _ := keys.Signer(c.signers[c.k["online1"]])
 	ts.ClearSignatures()
 	if _, err := ts.Sign(signer); err != nil {
 		t.Fatal(err)

@@ -15,9 +15,6 @@ import (
 	"github.com/mtuf/mtuf/repo"
 )
 
-// bucketPassword protects the test keys of the bucket repositories.
-const bucketPassword = "bucket-test-password"
-
 // bucketRepo is a repository published into a versitygw bucket.
 type bucketRepo struct {
 	srv    *s3test.Server
@@ -32,16 +29,9 @@ func newBucketRepo(t *testing.T, prefix string) *bucketRepo {
 	srv := s3test.Start(t)
 	srv.Setenv(t)
 	dir := t.TempDir()
+	m := keys.Memory{}
 	key := func(name string) repo.RoleKeys {
-		priv, err := keys.Generate(keys.ED25519)
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, name)
-		if err := keys.WriteKeyPair(p, priv, []byte(bucketPassword)); err != nil {
-			t.Fatal(err)
-		}
-		return repo.RoleKeys{Keys: []string{p + ".key"}, Threshold: 1}
+		return repo.RoleKeys{Keys: []string{newTestKey(t, m, name)}, Threshold: 1}
 	}
 	online := key("online-test")
 	ws, err := repo.Init(ctx, filepath.Join(dir, "ws"), repo.InitConfig{
@@ -49,7 +39,7 @@ func newBucketRepo(t *testing.T, prefix string) *bucketRepo {
 		Root:    key("root-test"), Targets: key("targets-test"),
 		Snapshot: online, Timestamp: online,
 		Measurements: key("measurements-test"), MeasurementsBins: 4,
-	}, keys.PasswordSource{Env: func(string) string { return bucketPassword }}, nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

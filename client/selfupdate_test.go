@@ -18,6 +18,7 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/repo"
 )
 
@@ -25,16 +26,16 @@ import (
 func releaseFixture(t testing.TB) (*fixture, *repo.Workspace) {
 	t.Helper()
 	dir := t.TempDir()
-	k := map[string]string{}
+	k, m := map[string]string{}, keys.Memory{}
 	for _, n := range []string{"root", "targets", "online", "ci", "releases"} {
-		k[n] = newTestKey(t, dir, n+"-test")
+		k[n] = newTestKey(t, m, n+"-test")
 	}
 	one := func(n string) repo.RoleKeys { return repo.RoleKeys{Keys: []string{k[n]}, Threshold: 1} }
 	repoDir := filepath.Join(dir, "repo")
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage: repoDir, Root: one("root"), Targets: one("targets"), Snapshot: one("online"), Timestamp: one("online"),
 		Measurements: one("ci"), Releases: one("releases"), MeasurementsBins: 2, ReleasesBins: 2,
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,6 +51,7 @@ func publishRelease(t testing.TB, ws *repo.Workspace, version string, bin []byte
 }
 
 func TestSelfUpdate(t *testing.T) {
+	t.Parallel()
 	f, ws := releaseFixture(t)
 	publishRelease(t, ws, "v1.0.0", []byte("release 1.0.0"))
 	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
@@ -87,6 +89,7 @@ func TestSelfUpdate(t *testing.T) {
 }
 
 func TestSelfUpdateRefusesTamperedRelease(t *testing.T) {
+	t.Parallel()
 	f, ws := releaseFixture(t)
 	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
 	srv := httptest.NewServer(repo.Handler(f.repoDir))

@@ -35,8 +35,9 @@ type chainRepo struct {
 func newChainRepo(t *testing.T) *chainRepo {
 	t.Helper()
 	dir := t.TempDir()
-	root, targets, online := newTestKey(t, dir, "root-test"), newTestKey(t, dir, "targets-test"), newTestKey(t, dir, "online-test")
-	ci := newTestKey(t, dir, "measurements-test")
+	m := keys.Memory{}
+	root, targets, online := newTestKey(t, m, "root-test"), newTestKey(t, m, "targets-test"), newTestKey(t, m, "online-test")
+	ci := newTestKey(t, m, "measurements-test")
 	month := repo.Duration(30 * 24 * time.Hour)
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage:          filepath.Join(dir, "repo"),
@@ -47,12 +48,12 @@ func newChainRepo(t *testing.T) *chainRepo {
 		Measurements:     repo.RoleKeys{Keys: []string{ci}, Threshold: 1},
 		MeasurementsBins: 8,
 		Expiry:           map[string]repo.Duration{"timestamp": month, "snapshot": month},
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	load := func(ref string) crypto.Signer {
-		k, err := keys.LoadPrivate(context.Background(), ref, testPW())
+		k, err := m.Private(context.Background(), ref)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -141,6 +142,7 @@ func (r *chainRepo) client(t *testing.T) (*client.Client, string) {
 }
 
 func TestUpdateVerifiesSupplyChain(t *testing.T) {
+	t.Parallel()
 	r := newChainRepo(t)
 	r.publishLayout(t, 24*time.Hour)
 	doc := chainDoc(t, "v1.0.0", 0x40)
@@ -175,6 +177,7 @@ func TestUpdateVerifiesSupplyChain(t *testing.T) {
 }
 
 func TestUpdateWithoutLayoutWarns(t *testing.T) {
+	t.Parallel()
 	r := newChainRepo(t)
 	r.publish(t, chainDoc(t, "v1.0.0", 0x40), r.ci, r.ci)
 	c, _ := r.client(t)
@@ -202,6 +205,7 @@ func TestUpdateWithoutLayoutWarns(t *testing.T) {
 // error that says which guarantee failed, and leaves the client's trusted
 // measurements as they were.
 func TestUpdateRefusesBrokenSupplyChain(t *testing.T) {
+	t.Parallel()
 	other, err := keys.Generate(keys.ED25519)
 	if err != nil {
 		t.Fatal(err)

@@ -18,28 +18,18 @@ import (
 	"github.com/mtuf/mtuf/repo"
 )
 
-const testPassword = "test-password"
-
-func testPW() keys.PasswordSource {
-	return keys.PasswordSource{Env: func(k string) string {
-		if k == keys.PasswordEnv {
-			return testPassword
-		}
-		return ""
-	}}
-}
-
-func newTestKey(t testing.TB, dir, name string) string {
+// newTestKey generates an ed25519 key, holds it in m under name, and
+// returns name, the key's reference. The repositories of these tests sign
+// with keys in memory: an encrypted key file costs seconds of scrypt under
+// the race detector, and no test here is about key files.
+func newTestKey(t testing.TB, m keys.Memory, name string) string {
 	t.Helper()
 	priv, err := keys.Generate(keys.ED25519)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, name)
-	if err := keys.WriteKeyPair(p, priv, []byte(testPassword)); err != nil {
-		t.Fatal(err)
-	}
-	return p + ".key"
+	m[name] = priv
+	return name
 }
 
 // fixture is a repository on disk, its workspace, and a client of it.
@@ -55,8 +45,9 @@ type fixture struct {
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	root, targets, online := newTestKey(t, dir, "root-test"), newTestKey(t, dir, "targets-test"), newTestKey(t, dir, "online-test")
-	ci := newTestKey(t, dir, "measurements-test")
+	m := keys.Memory{}
+	root, targets, online := newTestKey(t, m, "root-test"), newTestKey(t, m, "targets-test"), newTestKey(t, m, "online-test")
+	ci := newTestKey(t, m, "measurements-test")
 	repoDir := filepath.Join(dir, "repo")
 	ws, err := repo.Init(context.Background(), filepath.Join(dir, "ws"), repo.InitConfig{
 		Storage:          repoDir,
@@ -66,7 +57,7 @@ func newFixture(t *testing.T) *fixture {
 		Timestamp:        repo.RoleKeys{Keys: []string{online}, Threshold: 1},
 		Measurements:     repo.RoleKeys{Keys: []string{ci}, Threshold: 1},
 		MeasurementsBins: 8,
-	}, testPW(), nil)
+	}, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,6 +91,7 @@ func (f *fixture) client(t *testing.T, url string) (*client.Client, string) {
 }
 
 func TestUpdateOverFileAndHTTP(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	want := f.publish(t, "v1.0.0", 0x40)
 	srv := httptest.NewServer(repo.Handler(f.repoDir))
@@ -132,6 +124,7 @@ func TestUpdateOverFileAndHTTP(t *testing.T) {
 }
 
 func TestUpdateFollowsNewMeasurements(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
 	c, _ := f.client(t, f.repoDir)
@@ -151,6 +144,7 @@ func TestUpdateFollowsNewMeasurements(t *testing.T) {
 // Attacks on the repository: every one is refused with ErrUntrusted and
 // leaves the client's trusted measurements as they were.
 func TestUpdateRefusesAttacks(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		attack func(t *testing.T, f *fixture)
@@ -214,6 +208,7 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			f := newFixture(t)
 			f.publish(t, "v1.0.0", 0x40)
 			c, state := f.client(t, f.repoDir)
@@ -256,6 +251,7 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 }
 
 func TestInitRefusesBadRoot(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for name, root := range map[string][]byte{
 		"not json":         []byte("{"),
@@ -290,6 +286,7 @@ func mustRead(t *testing.T, p string) []byte {
 // the probe for the next root must read that as "no newer root", but a
 // 403 anywhere else is still an error.
 func TestRootProbeForbidden(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
 	files := repo.Handler(f.repoDir)
@@ -313,6 +310,7 @@ func TestRootProbeForbidden(t *testing.T) {
 }
 
 func TestOpenNotInitialized(t *testing.T) {
+	t.Parallel()
 	_, err := client.Open(t.TempDir())
 	if !errors.Is(err, client.ErrNotInitialized) || !strings.Contains(err.Error(), "mtuf client init") {
 		t.Fatalf("err = %v", err)

@@ -162,11 +162,9 @@ func TestCosignReadsOurKeys(t *testing.T) {
 	}
 	for _, typ := range types {
 		t.Run("mtuf "+string(typ)+" key used by cosign", func(t *testing.T) {
+			// The bytes WriteKeyPair writes, encrypted once per binary.
 			name := filepath.Join(c.dir, "ours-"+string(typ))
-			priv := testKey(t, typ)
-			if err := WriteKeyPair(name, priv, []byte(testPassword)); err != nil {
-				t.Fatal(err)
-			}
+			writeTestKeyPair(t, name, typ)
 
 			// cosign decrypts our file and derives the same public key file,
 			// byte for byte.

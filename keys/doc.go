@@ -10,4 +10,8 @@
 //
 // The key types are the three that TUF names and go-tuf verifies: ed25519,
 // ECDSA on P-256 with SHA-256, and RSA with RSASSA-PSS and SHA-256.
+//
+// Code that takes key references (file paths, pkcs11: URIs) turns them into
+// keys through a Resolver: Files reads them as the mtuf commands do, Memory
+// serves keys that the caller already holds.
 package keys

@@ -217,9 +217,7 @@ func TestLoadPrivate(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "targets")
 	priv := testKey(t, ECDSAP256)
-	if err := WriteKeyPair(name, priv, []byte(testPassword)); err != nil {
-		t.Fatal(err)
-	}
+	writeTestKeyPair(t, name, ECDSAP256)
 	colon := filepath.Join(dir, "ci:key.key")
 	if err := os.Link(name+".key", colon); err != nil {
 		t.Fatal(err)
@@ -285,9 +283,7 @@ func TestLoadPublic(t *testing.T) {
 	dir := t.TempDir()
 	name := filepath.Join(dir, "snapshot")
 	priv := testKey(t, ED25519)
-	if err := WriteKeyPair(name, priv, []byte(testPassword)); err != nil {
-		t.Fatal(err)
-	}
+	writeTestKeyPair(t, name, ED25519)
 	garbage := filepath.Join(dir, "garbage.pub")
 	if err := os.WriteFile(garbage, []byte("not a key\n"), 0o644); err != nil {
 		t.Fatal(err)

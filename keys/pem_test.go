@@ -24,10 +24,14 @@ func TestPrivateEnvelope(t *testing.T) {
 	t.Parallel()
 	priv := testKey(t, ED25519)
 	var salts, nonces []any
-	for range 2 {
-		data, err := MarshalPrivate(priv, []byte(testPassword))
-		if err != nil {
-			t.Fatal(err)
+	for i := range 2 {
+		// The cached encryption of the key, and a fresh one.
+		data := testKeyFile(t, ED25519)
+		if i > 0 {
+			var err error
+			if data, err = MarshalPrivate(priv, []byte(testPassword)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if !bytes.HasPrefix(data, []byte("-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----\n")) {
 			t.Fatalf("key file starts with %q, want the cosign PEM header", data[:min(60, len(data))])
@@ -54,10 +58,7 @@ func TestPrivateEnvelope(t *testing.T) {
 func TestParsePrivateErrors(t *testing.T) {
 	t.Parallel()
 	priv := testKey(t, ECDSAP256)
-	good, err := MarshalPrivate(priv, []byte(testPassword))
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := testKeyFile(t, ECDSAP256)
 	pub, err := MarshalPublic(priv.Public())
 	if err != nil {
 		t.Fatal(err)
@@ -123,11 +124,7 @@ func TestParsePrivateErrors(t *testing.T) {
 func TestParsePrivateLegacyCosignType(t *testing.T) {
 	t.Parallel()
 	priv := testKey(t, ED25519)
-	data, err := MarshalPrivate(priv, []byte(testPassword))
-	if err != nil {
-		t.Fatal(err)
-	}
-	block, _ := pem.Decode(data)
+	block, _ := pem.Decode(testKeyFile(t, ED25519))
 	legacy := pem.EncodeToMemory(&pem.Block{Type: "ENCRYPTED COSIGN PRIVATE KEY", Bytes: block.Bytes})
 	got, err := ParsePrivate(legacy, []byte(testPassword))
 	if err != nil {
@@ -156,10 +153,7 @@ func TestParsePublic(t *testing.T) {
 		t.Fatal(err)
 	}
 	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER})
-	privPEM, err := MarshalPrivate(priv, []byte(testPassword))
-	if err != nil {
-		t.Fatal(err)
-	}
+	privPEM := testKeyFile(t, ECDSAP256)
 	tests := []struct {
 		name    string
 		data    []byte

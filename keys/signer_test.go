@@ -19,11 +19,7 @@ func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	for _, typ := range types {
 		orig := testKey(t, typ)
-		data, err := MarshalPrivate(orig, []byte(testPassword))
-		if err != nil {
-			t.Fatal(err)
-		}
-		parsed, err := ParsePrivate(data, []byte(testPassword))
+		parsed, err := ParsePrivate(testKeyFile(t, typ), []byte(testPassword))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -98,9 +98,11 @@ func benchTarget(i int) Target {
 }
 
 // benchRepos caches built repositories across benchmarks of one run, in
-// benchDir, which outlives any one benchmark.
+// benchDir, which outlives any one benchmark; benchKeys holds the keys of
+// each.
 var (
 	benchRepos = map[string]string{}
+	benchKeys  = map[string]keys.Memory{}
 	benchDir   string
 )
 
@@ -134,11 +136,12 @@ func mtufRepo(b *testing.B, n int) *Workspace {
 		dir = benchTempDir(b)
 		kdir := filepath.Join(dir, "keys")
 		os.MkdirAll(kdir, 0o700)
-		cfg, _ := testInitConfig(b, kdir)
+		cfg, _, m := testInitConfig(b, kdir)
+		benchKeys[key] = m
 		cfg.MeasurementsBins, cfg.ReleasesBins = 0, 0
 		mem := &memStorage{files: map[string][]byte{}}
 		cfg.Storage = filepath.Join(dir, "unused")
-		ws, err := initOn(b, filepath.Join(dir, "ws"), cfg, mem)
+		ws, err := initOn(b, filepath.Join(dir, "ws"), cfg, m, mem)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -161,15 +164,15 @@ func mtufRepo(b *testing.B, n int) *Workspace {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ws.Password = testPW()
+	ws.Keys = benchKeys[key]
 	return ws
 }
 
 // initOn runs Init with the repository on st instead of the storage the
 // config names.
-func initOn(b *testing.B, dir string, cfg InitConfig, st Storage) (*Workspace, error) {
+func initOn(b *testing.B, dir string, cfg InitConfig, kr keys.Resolver, st Storage) (*Workspace, error) {
 	b.Helper()
-	ws, err := Init(context.Background(), dir, cfg, testPW(), nil)
+	ws, err := Init(context.Background(), dir, cfg, kr, nil)
 	if err != nil {
 		return nil, err
 	}

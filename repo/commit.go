@@ -239,7 +239,7 @@ func (w *Workspace) applyWorkspaceKeys(ctx context.Context, st *Staged) {
 }
 
 func refKeyID(ctx context.Context, ref string, w *Workspace) (string, error) {
-	pub, err := publicKey(ctx, ref, w.Password)
+	pub, err := publicKey(ctx, ref, w.resolver())
 	if err != nil {
 		return "", err
 	}

@@ -10,6 +10,7 @@ import (
 )
 
 func TestFileStorage(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, err := NewFileStorage(t.TempDir())
 	if err != nil {
@@ -53,6 +54,7 @@ func TestFileStorage(t *testing.T) {
 
 // Two writers creating one write-once name: exactly one wins.
 func TestFileStoragePutOnceRace(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	st, err := NewFileStorage(t.TempDir())
 	if err != nil {

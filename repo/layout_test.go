@@ -16,9 +16,9 @@ import (
 	"github.com/mtuf/mtuf/metadata"
 )
 
-func loadTestKey(t testing.TB, ref string) crypto.Signer {
+func loadTestKey(t testing.TB, m keys.Memory, ref string) crypto.Signer {
 	t.Helper()
-	k, err := keys.LoadPrivate(context.Background(), ref, testPW())
+	k, err := m.Private(context.Background(), ref)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +48,13 @@ func testLayout(t testing.TB, owner crypto.Signer, expires time.Time, functionar
 }
 
 func TestPublishLayout(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	owner := genKey(t, keys.ED25519)
-	ci := loadTestKey(t, r.keys["measurements"])
+	ci := loadTestKey(t, r.signers, r.keys["measurements"])
 	layout := testLayout(t, owner, time.Now().Add(time.Hour), ci.Public())
-	targetsKey := loadTestKey(t, r.keys["targets"])
+	targetsKey := loadTestKey(t, r.signers, r.keys["targets"])
 	if pl, err := r.ws.Layout(ctx); err != nil || pl != nil {
 		t.Fatalf("Layout() of a new repository = %+v, %v; want none", pl, err)
 	}
@@ -112,11 +113,12 @@ func TestPublishLayout(t *testing.T) {
 }
 
 func TestPublishLayoutRefuses(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	owner := genKey(t, keys.ED25519)
-	ci := loadTestKey(t, r.keys["measurements"])
-	targetsKey := loadTestKey(t, r.keys["targets"])
+	ci := loadTestKey(t, r.signers, r.keys["measurements"])
+	targetsKey := loadTestKey(t, r.signers, r.keys["targets"])
 	good := testLayout(t, owner, time.Now().Add(time.Hour), ci.Public())
 	owners := []crypto.PublicKey{owner.Public()}
 	for _, tc := range []struct {
@@ -153,22 +155,23 @@ func TestPublishLayoutRefuses(t *testing.T) {
 }
 
 func TestPublishLayoutThreshold(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
-	cfg, k := testInitConfig(t, dir)
-	k2 := newTestKey(t, dir, "targets-2-test", keys.ECDSAP256)
+	cfg, k, m := testInitConfig(t, dir)
+	k2 := newTestKey(t, m, "targets-2-test", keys.ECDSAP256)
 	cfg.Targets = RoleKeys{Keys: []string{k["targets"], k2}, Threshold: 2}
-	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, testPW(), nil)
+	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, m, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	owner := genKey(t, keys.ECDSAP256)
-	layout := testLayout(t, owner, time.Now().Add(time.Hour), loadTestKey(t, k["measurements"]).Public())
+	layout := testLayout(t, owner, time.Now().Add(time.Hour), loadTestKey(t, m, k["measurements"]).Public())
 	owners := []crypto.PublicKey{owner.Public()}
-	if _, err := ws.PublishLayout(context.Background(), layout, owners, []crypto.Signer{loadTestKey(t, k["targets"])}); err == nil ||
+	if _, err := ws.PublishLayout(context.Background(), layout, owners, []crypto.Signer{loadTestKey(t, m, k["targets"])}); err == nil ||
 		!strings.Contains(err.Error(), "needs 2 signatures, 1 targets key(s) given") {
 		t.Fatalf("one of two targets keys: %v", err)
 	}
-	if _, err := ws.PublishLayout(context.Background(), layout, owners, []crypto.Signer{loadTestKey(t, k["targets"]), loadTestKey(t, k2)}); err != nil {
+	if _, err := ws.PublishLayout(context.Background(), layout, owners, []crypto.Signer{loadTestKey(t, m, k["targets"]), loadTestKey(t, m, k2)}); err != nil {
 		t.Fatal(err)
 	}
 	if got := fetch(t, cfg.Storage, metadata.LayoutTarget); string(got) != string(layout) {

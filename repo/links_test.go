@@ -86,9 +86,10 @@ func listedLinksOf(t *testing.T, ws *Workspace, image string) []string {
 }
 
 func TestPublishWithLinks(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
-	ci := loadTestKey(t, r.keys["measurements"])
+	ci := loadTestKey(t, r.signers, r.keys["measurements"])
 	doc := testDoc(t, "v1.0.0", 0x10)
 	readName, publishName := linkName(t, "v1.0.0", intoto.StepReadMeasurements, ci), linkName(t, "v1.0.0", intoto.StepPublish, ci)
 
@@ -130,7 +131,7 @@ func TestPublishWithLinks(t *testing.T) {
 	// Now with a layout: the publish is verified against it first.
 	owner := genKey(t, keys.ED25519)
 	layout := testLayout(t, owner, time.Now().Add(time.Hour), ci.Public())
-	if _, err := r.ws.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, []crypto.Signer{loadTestKey(t, r.keys["targets"])}); err != nil {
+	if _, err := r.ws.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, []crypto.Signer{loadTestKey(t, r.signers, r.keys["targets"])}); err != nil {
 		t.Fatal(err)
 	}
 	res, err = r.ws.PublishWithLinks(ctx, LinkedPublishRequest{Document: doc, Links: []LinkFile{readLink(t, doc, ci)}, PublishSigner: ci})
@@ -150,7 +151,7 @@ func TestPublishWithLinks(t *testing.T) {
 	// every run: publishing twice keeps the first links.
 	ec := genKey(t, keys.ECDSAP256)
 	layout = testLayout(t, owner, time.Now().Add(time.Hour), ci.Public(), ec.Public())
-	if _, err := r.ws.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, []crypto.Signer{loadTestKey(t, r.keys["targets"])}); err != nil {
+	if _, err := r.ws.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, []crypto.Signer{loadTestKey(t, r.signers, r.keys["targets"])}); err != nil {
 		t.Fatal(err)
 	}
 	doc2 := testDoc(t, "v2.0.0", 0x20)
@@ -165,9 +166,10 @@ func TestPublishWithLinks(t *testing.T) {
 }
 
 func TestPublishWithLinksRefuses(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
-	ci := loadTestKey(t, r.keys["measurements"])
+	ci := loadTestKey(t, r.signers, r.keys["measurements"])
 	other := genKey(t, keys.ED25519)
 	doc := testDoc(t, "v1.0.0", 0x10)
 	otherDoc := testDoc(t, "v1.0.0", 0x30)
@@ -230,7 +232,7 @@ func TestPublishWithLinksRefuses(t *testing.T) {
 	// With a layout naming ci as the only functionary.
 	owner := genKey(t, keys.ED25519)
 	layout := testLayout(t, owner, time.Now().Add(time.Hour), ci.Public())
-	if _, err := r.ws.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, []crypto.Signer{loadTestKey(t, r.keys["targets"])}); err != nil {
+	if _, err := r.ws.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, []crypto.Signer{loadTestKey(t, r.signers, r.keys["targets"])}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []refusal{

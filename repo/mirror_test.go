@@ -58,6 +58,7 @@ func listFiles(t *testing.T, dir string) map[string]string {
 }
 
 func TestMirrorFileToFile(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r, root := mirrorSourceRepo(t)
 	dstDir := filepath.Join(t.TempDir(), "mirror")
@@ -203,6 +204,7 @@ func foreignRoot(t *testing.T) []byte {
 // A source that fails any client check is refused, and the destination is
 // left as it was.
 func TestMirrorRefusesBadSource(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r, root := mirrorSourceRepo(t)
 	for _, tc := range []struct {
@@ -305,6 +307,7 @@ func TestMirrorRefusesBadSource(t *testing.T) {
 // a newer one is not rolled back, and a different file under a write-once
 // name is not overwritten.
 func TestMirrorRefusesDestination(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r, root := mirrorSourceRepo(t)
 	old := filepath.Join(t.TempDir(), "old-source")
@@ -362,6 +365,7 @@ func (s *recordingStorage) Replace(ctx context.Context, name string, data []byte
 // The mirror writes as a publish does: target files, then bins before the
 // roles that delegate to them, snapshot, and timestamp.json last.
 func TestMirrorWriteOrder(t *testing.T) {
+	t.Parallel()
 	r, root := mirrorSourceRepo(t)
 	dst, _ := NewFileStorage(filepath.Join(t.TempDir(), "mirror"))
 	rec := &recordingStorage{Storage: dst}
@@ -394,6 +398,7 @@ func TestMirrorWriteOrder(t *testing.T) {
 // A mirror that fails at any one of its writes leaves a destination that
 // clients see in its old state; the next run completes it.
 func TestMirrorInterruptedAtEveryWrite(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r, root := mirrorSourceRepo(t)
 	dstDir := filepath.Join(t.TempDir(), "mirror")
@@ -435,12 +440,13 @@ func TestMirrorInterruptedAtEveryWrite(t *testing.T) {
 // the mirror copies the roots before its trust anchor, checking that they
 // lead to it, and the roots after it.
 func TestMirrorRootChain(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r, root1 := mirrorSourceRepo(t)
 	// Rotate the root: version 2, signed by the same root key.
 	md := readMeta[tuf.RootType](t, r.ws.Storage, "metadata/1.root.json")
 	md.Signed.Version = 2
-	signer, _, err := loadSigner(ctx, r.keys["root"], testPW())
+	signer, _, err := loadSigner(ctx, r.keys["root"], r.signers)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,6 +493,7 @@ func TestMirrorRootChain(t *testing.T) {
 }
 
 func TestMirrorSourceErrors(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	dst, _ := NewFileStorage(t.TempDir())
 	for _, tc := range []struct{ from, want string }{

@@ -5,6 +5,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/elliptic"
 	"os"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/mtuf/mtuf/internal/softhsmtest"
+	"github.com/mtuf/mtuf/internal/testkeys"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -38,18 +40,20 @@ func TestPKCS11RootCeremony(t *testing.T) {
 
 	ctx := context.Background()
 	dir := t.TempDir()
-	cfg, k := testInitConfig(t, dir)
-	cfg.Root = RoleKeys{Keys: []string{k["root"], hsmRef}, Threshold: 2}
-	// The key files' password and the token's PIN, as MTUF_PASSWORD and
+	cfg, _, mem := testInitConfig(t, dir)
+	rootFile, _ := testkeys.Write(t, dir, "root-test", keys.ED25519)
+	cfg.Root = RoleKeys{Keys: []string{rootFile, hsmRef}, Threshold: 2}
+	// The key file's password and the token's PIN, as MTUF_PASSWORD and
 	// MTUF_PKCS11_PIN would give them.
-	pw := testPW()
+	pw := testkeys.PasswordSource()
 	pw.Env = func(name string) string {
 		if name == keys.PKCS11PINEnv {
 			return softhsmtest.PIN
 		}
-		return testPW().Env(name)
+		return testkeys.PasswordSource().Env(name)
 	}
-	ws, err := Init(ctx, filepath.Join(dir, "ws"), cfg, pw, nil)
+	// The roles this test is not about sign with keys in memory.
+	ws, err := Init(ctx, filepath.Join(dir, "ws"), cfg, memoryOr{mem, keys.Files{Password: pw}}, nil)
 	if err != nil {
 		t.Fatalf("Init with a root key in the token: %v", err)
 	}
@@ -97,4 +101,25 @@ func TestPKCS11RootCeremony(t *testing.T) {
 	if !bytes.Equal(got.PCRs[4].Expected, m.PCRs[4].Expected) {
 		t.Errorf("client got %+v, want the published measurements", got)
 	}
+}
+
+// memoryOr resolves the names its Memory holds from memory, and every
+// other reference as its Files does.
+type memoryOr struct {
+	mem   keys.Memory
+	files keys.Files
+}
+
+func (r memoryOr) Private(ctx context.Context, ref string) (crypto.Signer, error) {
+	if _, ok := r.mem[ref]; ok {
+		return r.mem.Private(ctx, ref)
+	}
+	return r.files.Private(ctx, ref)
+}
+
+func (r memoryOr) Public(ctx context.Context, ref string) (crypto.PublicKey, error) {
+	if _, ok := r.mem[ref]; ok {
+		return r.mem.Public(ctx, ref)
+	}
+	return r.files.Public(ctx, ref)
 }

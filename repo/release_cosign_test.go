@@ -9,11 +9,13 @@ import (
 	"testing"
 
 	"github.com/mtuf/mtuf/internal/testtool"
+	"github.com/mtuf/mtuf/keys"
 )
 
 // A user verifies a first download of mtuf with stock cosign and the
 // published releases key, before mtuf is there to verify anything.
 func TestReleaseSignatureVerifiesWithCosign(t *testing.T) {
+	t.Parallel()
 	cosign := testtool.NewCosign(t)
 	r := newTestRepo(t)
 	bin := []byte("#!/bin/sh\necho mtuf\n")
@@ -28,7 +30,7 @@ func TestReleaseSignatureVerifiesWithCosign(t *testing.T) {
 		}
 		return p
 	}
-	pub, err := os.ReadFile(strings.TrimSuffix(r.keys["releases"], ".key") + ".pub")
+	pub, err := keys.MarshalPublic(r.signers[r.keys["releases"]].Public())
 	if err != nil {
 		t.Fatal(err)
 	}

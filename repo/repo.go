@@ -57,8 +57,13 @@ func (rk RoleKeys) check(role string) error {
 // root, targets delegating measurements/* and cli/* to the measurements
 // and releases roles, their hash bins, snapshot and timestamp, all at
 // version 1, consistent snapshots on. Root is signed by every root key
-// given and targets by every targets key; neither is recorded.
-func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSource, now func() time.Time) (*Workspace, error) {
+// given and targets by every targets key; neither is recorded. The key
+// references are resolved by kr (nil means keys.Files{}), which the
+// workspace returned keeps as its Keys.
+func Init(ctx context.Context, dir string, cfg InitConfig, kr keys.Resolver, now func() time.Time) (*Workspace, error) {
+	if kr == nil {
+		kr = keys.Files{}
+	}
 	if _, err := os.Stat(filepath.Join(dir, WorkspaceFile)); err == nil {
 		return nil, fmt.Errorf("%s is already an mtuf workspace; use another directory", dir)
 	}
@@ -94,7 +99,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, err
 	}
-	w := &Workspace{Dir: dir, Storage: st, Password: pw, Now: now, Config: WorkspaceConfig{
+	w := &Workspace{Dir: dir, Storage: st, Keys: kr, Now: now, Config: WorkspaceConfig{
 		Version: workspaceVersion,
 		Storage: storageURL,
 		Keys:    map[string][]string{},
@@ -108,21 +113,21 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 		for _, ref := range roles[r].Keys {
 			var key *tuf.Key
 			if r == tuf.ROOT || r == tuf.TARGETS {
-				signer, k, err := loadSigner(ctx, ref, pw)
+				signer, k, err := loadSigner(ctx, ref, kr)
 				if err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
 				w.signerCache[r] = append(w.signerCache[r], signer)
 				key = k
 			} else {
-				pub, err := publicKey(ctx, ref, pw)
+				pub, err := publicKey(ctx, ref, kr)
 				if err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
 				if key, err = keys.TUFKey(pub); err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
-				w.Config.Keys[r] = append(w.Config.Keys[r], absRef(ref))
+				w.Config.Keys[r] = append(w.Config.Keys[r], recordRef(kr, ref))
 			}
 			id, err := key.ID()
 			if err != nil {
@@ -211,8 +216,8 @@ func Init(ctx context.Context, dir string, cfg InitConfig, pw keys.PasswordSourc
 	return w, nil
 }
 
-func loadSigner(ctx context.Context, ref string, pw keys.PasswordSource) (signature.Signer, *tuf.Key, error) {
-	priv, err := keys.LoadPrivate(ctx, ref, pw)
+func loadSigner(ctx context.Context, ref string, r keys.Resolver) (signature.Signer, *tuf.Key, error) {
+	priv, err := r.Private(ctx, ref)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -248,7 +253,7 @@ func (w *Workspace) signers(ctx context.Context, s *state, role string) ([]signa
 	}
 	var out []signature.Signer
 	for _, ref := range refs {
-		signer, key, err := loadSigner(ctx, ref, w.Password)
+		signer, key, err := loadSigner(ctx, ref, w.resolver())
 		if err != nil {
 			return nil, fmt.Errorf("%s key %s: %w", sr, ref, err)
 		}
@@ -282,6 +287,26 @@ func short(id string) string {
 		return id[:8]
 	}
 	return id
+}
+
+// recordRef is ref as a workspace records it: with keys.Files, as absRef
+// makes it; a reference of a caller's own resolver as it was given, since
+// only that resolver knows what it means.
+func recordRef(r keys.Resolver, ref string) string {
+	if readsFiles(r) {
+		return absRef(ref)
+	}
+	return ref
+}
+
+// readsFiles tells whether r is keys.Files, whose references are paths
+// that the workspace may make absolute and check for without unlocking.
+func readsFiles(r keys.Resolver) bool {
+	switch r.(type) {
+	case keys.Files, *keys.Files:
+		return true
+	}
+	return false
 }
 
 // absRef makes a key file path absolute, so a workspace works from any

@@ -20,49 +20,42 @@ import (
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
+	"github.com/mtuf/mtuf/internal/testkeys"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
 
-const testPassword = "test-password"
-
-func testPW() keys.PasswordSource {
-	return keys.PasswordSource{Env: func(k string) string {
-		if k == keys.PasswordEnv {
-			return testPassword
-		}
-		return ""
-	}}
-}
-
-// newTestKey writes an encrypted test key pair and returns the path of
-// the private key.
-func newTestKey(t testing.TB, dir, name string, typ keys.Type) string {
+// newTestKey generates a key of type typ, holds it in m under name, and
+// returns name, the key's reference. Tests that are not about key files
+// keep their keys in memory: an encrypted key file costs seconds of
+// scrypt under the race detector.
+func newTestKey(t testing.TB, m keys.Memory, name string, typ keys.Type) string {
 	t.Helper()
 	priv, err := keys.Generate(typ)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, name)
-	if err := keys.WriteKeyPair(p, priv, []byte(testPassword)); err != nil {
-		t.Fatal(err)
-	}
-	return p + ".key"
+	m[name] = priv
+	return name
 }
 
 type testRepo struct {
 	dir, storage string
 	ws           *Workspace
-	keys         map[string]string
-	cfg          InitConfig
+	// keys are the references of the repository's keys by role, and
+	// signers holds them.
+	keys    map[string]string
+	signers keys.Memory
+	cfg     InitConfig
 }
 
-func testInitConfig(t testing.TB, dir string) (InitConfig, map[string]string) {
+func testInitConfig(t testing.TB, dir string) (InitConfig, map[string]string, keys.Memory) {
+	m := keys.Memory{}
 	k := map[string]string{}
 	for _, r := range []string{"root", "targets", "online", "measurements"} {
-		k[r] = newTestKey(t, dir, r+"-test", keys.ED25519)
+		k[r] = newTestKey(t, m, r+"-test", keys.ED25519)
 	}
-	k["releases"] = newTestKey(t, dir, "releases-test", keys.ECDSAP256)
+	k["releases"] = newTestKey(t, m, "releases-test", keys.ECDSAP256)
 	one := func(ref string) RoleKeys { return RoleKeys{Keys: []string{ref}, Threshold: 1} }
 	return InitConfig{
 		Storage: filepath.Join(dir, "repo"),
@@ -70,18 +63,18 @@ func testInitConfig(t testing.TB, dir string) (InitConfig, map[string]string) {
 		Snapshot: one(k["online"]), Timestamp: one(k["online"]),
 		Measurements: one(k["measurements"]), Releases: one(k["releases"]),
 		MeasurementsBins: 16, ReleasesBins: 4,
-	}, k
+	}, k, m
 }
 
 func newTestRepo(t testing.TB) *testRepo {
 	t.Helper()
 	dir := t.TempDir()
-	cfg, k := testInitConfig(t, dir)
-	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, testPW(), nil)
+	cfg, k, m := testInitConfig(t, dir)
+	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, m, nil)
 	if err != nil {
 		t.Fatalf("Init: %v", err)
 	}
-	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: k, cfg: cfg}
+	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: k, signers: m, cfg: cfg}
 }
 
 func testMeasurements(image, platform string, fill byte) *metadata.Measurements {
@@ -142,6 +135,7 @@ func readMeta[T tuf.Roles](t *testing.T, st Storage, name string) *tuf.Metadata[
 }
 
 func TestInitCreatesDelegationsAndBins(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	root := readMeta[tuf.RootType](t, r.ws.Storage, "metadata/1.root.json")
 	if !root.Signed.ConsistentSnapshot {
@@ -176,14 +170,15 @@ func TestInitCreatesDelegationsAndBins(t *testing.T) {
 		t.Errorf("workspace records an offline key:\n%s", data)
 	}
 	// A second init on the same storage must not clobber it.
-	if _, err := Init(context.Background(), filepath.Join(r.dir, "ws2"), r.cfg, testPW(), nil); err == nil || !strings.Contains(err.Error(), "already holds a repository") {
+	if _, err := Init(context.Background(), filepath.Join(r.dir, "ws2"), r.cfg, r.signers, nil); err == nil || !strings.Contains(err.Error(), "already holds a repository") {
 		t.Errorf("second init: err = %v, want 'already holds a repository'", err)
 	}
 }
 
 func TestInitRefusesBadConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
-	base, k := testInitConfig(t, dir)
+	base, k, m := testInitConfig(t, dir)
 	for _, tc := range []struct {
 		name   string
 		change func(c *InitConfig)
@@ -201,7 +196,7 @@ func TestInitRefusesBadConfig(t *testing.T) {
 			cfg := base
 			tc.change(&cfg)
 			cfg.Storage = filepath.Join(dir, "repo-"+strings.ReplaceAll(tc.name, " ", "-"))
-			_, err := Init(context.Background(), filepath.Join(dir, "ws-"+strings.ReplaceAll(tc.name, " ", "-")), cfg, testPW(), nil)
+			_, err := Init(context.Background(), filepath.Join(dir, "ws-"+strings.ReplaceAll(tc.name, " ", "-")), cfg, m, nil)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, tc.want)
 			}
@@ -213,6 +208,7 @@ func TestInitRefusesBadConfig(t *testing.T) {
 }
 
 func TestPublishReSignsOneBin(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	m := testMeasurements("v1.0.0", "qemu-vtpm", 0x10)
@@ -259,6 +255,7 @@ func TestPublishReSignsOneBin(t *testing.T) {
 }
 
 func TestPublishRelease(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	bin := bytes.Repeat([]byte("mtuf binary "), 1000)
 	res, err := r.ws.Publish(context.Background(), PublishRequest{
@@ -278,7 +275,7 @@ func TestPublishRelease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := keys.LoadPublic(strings.TrimSuffix(r.keys["releases"], ".key") + ".pub")
+	pub, err := r.signers.Public(context.Background(), r.keys["releases"])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -292,6 +289,7 @@ func TestPublishRelease(t *testing.T) {
 }
 
 func TestPublishRefusesWrongKeyAndPassword(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	before, _ := os.ReadFile(filepath.Join(r.storage, "metadata", "timestamp.json"))
@@ -299,14 +297,22 @@ func TestPublishRefusesWrongKeyAndPassword(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws.Password = testPW()
-	ws.Config.Keys[RoleMeasurements] = []string{newTestKey(t, r.dir, "stranger-test", keys.ED25519)}
+	ws.Keys = r.signers
+	ws.Config.Keys[RoleMeasurements] = []string{newTestKey(t, r.signers, "stranger-test", keys.ED25519)}
 	_, err = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)})
 	if err == nil || !strings.Contains(err.Error(), "is not a key of role measurements-bin-") {
 		t.Fatalf("stranger key: %v", err)
 	}
+	// Key files with the wrong password: every key of the workspace is
+	// one, so whichever is unlocked first fails.
 	ws, _ = OpenWorkspace(filepath.Join(r.dir, "ws"))
-	ws.Password = keys.PasswordSource{Env: func(string) string { return "" }, File: writeFile(t, r.dir, "pw", "not-the-password\n")}
+	keyFile, _ := testkeys.Write(t, r.dir, "online-file-test", keys.ED25519)
+	for role, refs := range ws.Config.Keys {
+		for i := range refs {
+			ws.Config.Keys[role][i] = keyFile
+		}
+	}
+	ws.Keys = keys.Files{Password: keys.PasswordSource{Env: func(string) string { return "" }, File: writeFile(t, r.dir, "pw", "not-the-password\n")}}
 	if _, err := ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); !errors.Is(err, keys.ErrWrongPassword) {
 		t.Fatalf("wrong password: %v", err)
 	}
@@ -329,6 +335,7 @@ func writeFile(t *testing.T, dir, name, content string) string {
 }
 
 func TestOpenWorkspaceErrors(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if _, err := OpenWorkspace(dir); err == nil || !strings.Contains(err.Error(), "not an mtuf workspace") {
 		t.Errorf("empty dir: %v", err)
@@ -340,6 +347,7 @@ func TestOpenWorkspaceErrors(t *testing.T) {
 }
 
 func TestRefresh(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	start := time.Now()
@@ -373,6 +381,7 @@ func TestRefresh(t *testing.T) {
 }
 
 func TestStatus(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
@@ -449,6 +458,7 @@ func (f *failingStorage) Replace(ctx context.Context, name string, data []byte) 
 // A publish that fails at any write leaves a repository in which a client
 // sees the whole old state or the whole new one, and a retry succeeds.
 func TestPublishInterruptedAtEveryWrite(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
@@ -505,6 +515,7 @@ func TestPublishInterruptedAtEveryWrite(t *testing.T) {
 
 // Two publishers at once on one repository: both targets are published.
 func TestConcurrentPublishers(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t)
 	ctx := context.Background()
 	var wg sync.WaitGroup
@@ -518,7 +529,7 @@ func TestConcurrentPublishers(t *testing.T) {
 				errs[i] = err
 				return
 			}
-			ws.Password = testPW()
+			ws.Keys = r.signers
 			_, errs[i] = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i))})
 		}()
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
@@ -25,9 +26,10 @@ import (
 // s3Fixture is one S3 server and one set of keys for the repositories of
 // the S3 tests: each gets a prefix of the bucket.
 type s3Fixture struct {
-	srv  *s3test.Server
-	cfg  InitConfig
-	keys map[string]string
+	srv     *s3test.Server
+	cfg     InitConfig
+	keys    map[string]string
+	signers keys.Memory
 }
 
 // TestS3Repository runs the repository on object storage: every workspace
@@ -35,8 +37,8 @@ type s3Fixture struct {
 func TestS3Repository(t *testing.T) {
 	srv := s3test.Start(t)
 	srv.Setenv(t)
-	cfg, k := testInitConfig(t, t.TempDir())
-	fx := &s3Fixture{srv: srv, cfg: cfg, keys: k}
+	cfg, k, m := testInitConfig(t, t.TempDir())
+	fx := &s3Fixture{srv: srv, cfg: cfg, keys: k, signers: m}
 	for _, tc := range []struct {
 		name string
 		test func(*testing.T, *s3Fixture)
@@ -62,14 +64,14 @@ func newS3Repo(t *testing.T, fx *s3Fixture, prefix string) (*testRepo, string) {
 	dir := t.TempDir()
 	cfg := fx.cfg
 	cfg.Storage = fx.srv.URL(prefix)
-	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, testPW(), nil)
+	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, fx.signers, nil)
 	if err != nil {
 		t.Fatalf("Init on %s: %v", cfg.Storage, err)
 	}
 	if _, ok := ws.Storage.(*S3Storage); !ok {
 		t.Fatalf("workspace storage is %T, want *S3Storage", ws.Storage)
 	}
-	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: fx.keys, cfg: cfg}, fx.srv.HTTPURL(prefix)
+	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: fx.keys, signers: fx.signers, cfg: cfg}, fx.srv.HTTPURL(prefix)
 }
 
 // fetchFrom is what a client sees: a fresh go-tuf updater over plain HTTP
@@ -138,7 +140,7 @@ func testS3Workspace(t *testing.T, fx *s3Fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws.Password = testPW()
+	ws.Keys = r.signers
 	if ws.Config.Storage != srv.URL("repos/prod") {
 		t.Errorf("workspace storage %q, want %q", ws.Config.Storage, srv.URL("repos/prod"))
 	}
@@ -216,13 +218,18 @@ func testS3Workspace(t *testing.T, fx *s3Fixture) {
 	// Offline signing: a root rotation staged, signed by the old and the
 	// new root key, and committed to the bucket. A client that starts from
 	// root 1 follows the chain.
-	root2 := newTestKey(t, r.dir, "root2-test", keys.ED25519)
-	staged, err := ws.Stage(ctx, StageRequest{Role: tuf.ROOT, Changes: []KeyChange{{Role: tuf.ROOT, Add: []string{strings.TrimSuffix(root2, ".key") + ".pub"}, Threshold: 2}}})
+	// The fixture's keys are shared by its subtests: root2 goes into a
+	// copy, not into a map that other workspaces read.
+	signers := keys.Memory{}
+	maps.Copy(signers, r.signers)
+	ws.Keys = signers
+	root2 := newTestKey(t, signers, "root2-test", keys.ED25519)
+	staged, err := ws.Stage(ctx, StageRequest{Role: tuf.ROOT, Changes: []KeyChange{{Role: tuf.ROOT, Add: []string{root2}, Threshold: 2}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, k := range []string{r.keys["root"], root2} {
-		if _, _, err := Sign(ctx, staged, k, testPW()); err != nil {
+		if _, _, err := Sign(ctx, staged, k, signers); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -243,7 +250,7 @@ func testS3Workspace(t *testing.T, fx *s3Fixture) {
 
 	// A second init on the same bucket prefix does not clobber it.
 	cfg := r.cfg
-	if _, err := Init(ctx, filepath.Join(r.dir, "ws2"), cfg, testPW(), nil); err == nil || !strings.Contains(err.Error(), "already holds a repository") {
+	if _, err := Init(ctx, filepath.Join(r.dir, "ws2"), cfg, r.signers, nil); err == nil || !strings.Contains(err.Error(), "already holds a repository") {
 		t.Errorf("second init on %s: %v", cfg.Storage, err)
 	}
 }
@@ -280,7 +287,7 @@ func openS3Workspace(t *testing.T, r *testRepo) *Workspace {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ws.Password = testPW()
+	ws.Keys = r.signers
 	return ws
 }
 

@@ -64,6 +64,7 @@ func sha(data []byte) string {
 // Handler and StorageHandler serve a repository as an object store
 // would, for a CDN in front of them.
 func TestHandler(t *testing.T) {
+	t.Parallel()
 	r := newServedRepo(t)
 	t.Run("headers", func(t *testing.T) { testHandlerHeaders(t, r) })
 	t.Run("refuses", func(t *testing.T) { testHandlerRefuses(t, r) })
@@ -244,6 +245,7 @@ func testHandlerRefuses(t *testing.T, r *servedRepo) {
 }
 
 func TestTargetNameHash(t *testing.T) {
+	t.Parallel()
 	h := sha([]byte("x"))
 	for _, tc := range []struct {
 		name string

@@ -209,19 +209,25 @@ func isOnline(role string) bool {
 // changeKey loads a key to add: a public key, or for an online role a
 // private key that the workspace will sign with.
 func (w *Workspace) changeKey(ctx context.Context, role, ref string, st *Staged) (*tuf.Key, error) {
-	pub, err := publicKey(ctx, ref, w.Password)
+	r := w.resolver()
+	pub, err := publicKey(ctx, ref, r)
 	if err != nil {
 		return nil, fmt.Errorf("%s key %s: %w", role, ref, err)
 	}
 	if isOnline(role) {
 		priv := ref
-		if strings.HasSuffix(ref, ".pub") {
-			priv = strings.TrimSuffix(ref, ".pub") + ".key"
+		if readsFiles(r) {
+			// Checked without unlocking the key: the commit will.
+			if strings.HasSuffix(ref, ".pub") {
+				priv = strings.TrimSuffix(ref, ".pub") + ".key"
+			}
+			if _, err := os.Stat(priv); err != nil && !strings.HasPrefix(priv, "pkcs11:") {
+				return nil, fmt.Errorf("role %s is signed online, so the workspace needs its private key: %s not found", role, priv)
+			}
+			priv = absRef(priv)
+		} else if _, err := r.Private(ctx, priv); err != nil {
+			return nil, fmt.Errorf("role %s is signed online, so the workspace needs its private key: %w", role, err)
 		}
-		if _, err := os.Stat(priv); err != nil && !strings.HasPrefix(priv, "pkcs11:") {
-			return nil, fmt.Errorf("role %s is signed online, so the workspace needs its private key: %s not found", role, priv)
-		}
-		priv = absRef(priv)
 		st.AddWorkspaceKeys[role] = append(st.AddWorkspaceKeys[role], priv)
 	}
 	return keys.TUFKey(pub)
@@ -230,7 +236,7 @@ func (w *Workspace) changeKey(ctx context.Context, role, ref string, st *Staged)
 // removeKeyID resolves a key to remove, given as a key file or a key id
 // (or its first 8 or more characters), among ids.
 func (w *Workspace) removeKeyID(ctx context.Context, role, ref string, ids []string) (string, error) {
-	if pub, err := keys.LoadPublic(ref); err == nil {
+	if pub, err := w.resolver().Public(ctx, ref); err == nil {
 		k, err := keys.TUFKey(pub)
 		if err != nil {
 			return "", err
@@ -541,14 +547,18 @@ func (st *Staged) Progress() []Progress {
 	return out
 }
 
-// Sign adds one signature to a staged file with the key at ref, and
-// writes the file back. It needs nothing but the file and the key.
-func Sign(ctx context.Context, path, ref string, pw keys.PasswordSource) (*Staged, string, error) {
+// Sign adds one signature to a staged file with the key that r resolves
+// ref to (nil means keys.Files{}), and writes the file back. It needs
+// nothing but the file and the key.
+func Sign(ctx context.Context, path, ref string, r keys.Resolver) (*Staged, string, error) {
 	st, err := ReadStaged(path)
 	if err != nil {
 		return nil, "", err
 	}
-	priv, err := keys.LoadPrivate(ctx, ref, pw)
+	if r == nil {
+		r = keys.Files{}
+	}
+	priv, err := r.Private(ctx, ref)
 	if err != nil {
 		return nil, "", err
 	}

@@ -2,7 +2,9 @@ package repo
 
 import (
 	"context"
+	"crypto"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,13 +16,13 @@ import (
 )
 
 func TestStageSignCommitRefusals(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r := newTestRepo(t)
-	root2 := newTestKey(t, r.dir, "root2-test", keys.ED25519)
-	pubOf := func(k string) string { return strings.TrimSuffix(k, ".key") + ".pub" }
+	root2 := newTestKey(t, r.signers, "root2-test", keys.ED25519)
 
 	// A key already in the role, under any id, is refused.
-	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Add: []string{pubOf(r.keys["root"])}}}}); err == nil || !strings.Contains(err.Error(), "already a key of role root") {
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Add: []string{r.keys["root"]}}}}); err == nil || !strings.Contains(err.Error(), "already a key of role root") {
 		t.Fatalf("duplicate key: %v", err)
 	}
 	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Threshold: 3}}}); err == nil || !strings.Contains(err.Error(), "threshold 3 is more than its 1 key") {
@@ -30,7 +32,7 @@ func TestStageSignCommitRefusals(t *testing.T) {
 		t.Fatal("unknown role staged")
 	}
 
-	p, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Add: []string{pubOf(root2)}, Threshold: 2}}})
+	p, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "root", Add: []string{root2}, Threshold: 2}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,13 +40,13 @@ func TestStageSignCommitRefusals(t *testing.T) {
 		t.Fatalf("second stage: %v", err)
 	}
 	// A key of another role may not sign.
-	if _, _, err := Sign(ctx, p, r.keys["targets"], testPW()); err == nil || !strings.Contains(err.Error(), "may not sign the staged root v2") {
+	if _, _, err := Sign(ctx, p, r.keys["targets"], r.signers); err == nil || !strings.Contains(err.Error(), "may not sign the staged root v2") {
 		t.Fatalf("targets key on root: %v", err)
 	}
-	if _, _, err := Sign(ctx, p, r.keys["root"], testPW()); err != nil {
+	if _, _, err := Sign(ctx, p, r.keys["root"], r.signers); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := Sign(ctx, p, r.keys["root"], testPW()); err == nil || !strings.Contains(err.Error(), "signed this file already") {
+	if _, _, err := Sign(ctx, p, r.keys["root"], r.signers); err == nil || !strings.Contains(err.Error(), "signed this file already") {
 		t.Fatalf("same key twice: %v", err)
 	}
 	// One signature fewer than the new root's threshold: refused, naming
@@ -78,7 +80,7 @@ func TestStageSignCommitRefusals(t *testing.T) {
 	}
 	os.WriteFile(p, saved, 0o600)
 
-	if _, _, err := Sign(ctx, p, root2, testPW()); err != nil {
+	if _, _, err := Sign(ctx, p, root2, r.signers); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := r.ws.Commit(ctx); err != nil {
@@ -89,7 +91,7 @@ func TestStageSignCommitRefusals(t *testing.T) {
 	// A staged version that is not the next one is refused.
 	os.MkdirAll(filepath.Dir(p), 0o700)
 	os.WriteFile(p, saved, 0o600)
-	Sign(ctx, p, root2, testPW())
+	Sign(ctx, p, root2, r.signers)
 	if _, err := r.ws.Commit(ctx); err == nil || !strings.Contains(err.Error(), "staged root is version 2, but the repository's root is at version 2") {
 		t.Fatalf("stale version: %v", err)
 	}
@@ -97,6 +99,7 @@ func TestStageSignCommitRefusals(t *testing.T) {
 
 // One key listed under two key ids signs twice: it counts once.
 func TestOneKeyCountsOnce(t *testing.T) {
+	t.Parallel()
 	priv, err := keys.Generate(keys.ECDSAP256)
 	if err != nil {
 		t.Fatal(err)
@@ -125,5 +128,32 @@ func TestOneKeyCountsOnce(t *testing.T) {
 	}
 	if err := verifyWith("targets", data, ks, []string{id1, id2}, 2); err == nil {
 		t.Fatal("one key signing under two key ids met a threshold of 2")
+	}
+}
+
+// publicOnly resolves the public halves of the keys it holds, but no
+// private key, as a resolver of keys held elsewhere may.
+type publicOnly struct{ keys.Memory }
+
+func (publicOnly) Private(_ context.Context, ref string) (crypto.Signer, error) {
+	return nil, fmt.Errorf("private key %s is not here", ref)
+}
+
+// A key staged for an online role must be one the workspace can sign with,
+// whatever resolves its keys.
+func TestStageOnlineKeyNeedsPrivateKey(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	r := newTestRepo(t)
+	held := keys.Memory{}
+	newTestKey(t, held, "online2-test", keys.ED25519)
+	r.ws.Keys = publicOnly{held}
+	_, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "timestamp", Add: []string{"online2-test"}}}})
+	if err == nil || !strings.Contains(err.Error(), "needs its private key: private key online2-test is not here") {
+		t.Fatalf("online key without its private key: %v", err)
+	}
+	r.ws.Keys = held
+	if _, err := r.ws.Stage(ctx, StageRequest{Role: "root", Changes: []KeyChange{{Role: "timestamp", Add: []string{"online2-test"}}}}); err != nil {
+		t.Fatalf("online key held in memory: %v", err)
 	}
 }

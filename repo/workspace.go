@@ -73,8 +73,10 @@ type Workspace struct {
 	Dir     string
 	Config  WorkspaceConfig
 	Storage Storage
-	// Password unlocks encrypted key files.
-	Password keys.PasswordSource
+	// Keys resolves the key references of the workspace and of the
+	// changes staged in it; nil means keys.Files{}, which reads key files
+	// with passwords from the environment or the terminal.
+	Keys keys.Resolver
 	// Now is the clock used for expiry; nil means time.Now.
 	Now func() time.Time
 
@@ -104,6 +106,13 @@ func OpenWorkspace(dir string) (*Workspace, error) {
 		return nil, fmt.Errorf("workspace %s: %w", dir, err)
 	}
 	return &Workspace{Dir: dir, Config: cfg, Storage: st, signerCache: map[string][]signature.Signer{}}, nil
+}
+
+func (w *Workspace) resolver() keys.Resolver {
+	if w.Keys == nil {
+		return keys.Files{}
+	}
+	return w.Keys
 }
 
 func (w *Workspace) now() time.Time {
@@ -187,16 +196,16 @@ func normalizeStorage(raw string) (string, error) {
 
 // publicKey finds the public half of a key reference without a password
 // where it can: NAME.pub beside NAME.key, or a public key file itself.
-func publicKey(ctx context.Context, ref string, pw keys.PasswordSource) (crypto.PublicKey, error) {
-	if pub, err := keys.LoadPublic(ref); err == nil {
+func publicKey(ctx context.Context, ref string, r keys.Resolver) (crypto.PublicKey, error) {
+	if pub, err := r.Public(ctx, ref); err == nil {
 		return pub, nil
 	}
 	if strings.HasSuffix(ref, ".key") {
-		if pub, err := keys.LoadPublic(strings.TrimSuffix(ref, ".key") + ".pub"); err == nil {
+		if pub, err := r.Public(ctx, strings.TrimSuffix(ref, ".key")+".pub"); err == nil {
 			return pub, nil
 		}
 	}
-	priv, err := keys.LoadPrivate(ctx, ref, pw)
+	priv, err := r.Private(ctx, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
+	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 	"github.com/mtuf/mtuf/repo"
 )
@@ -53,7 +54,7 @@ func openWorkspace(g *globals, dir string) (*repo.Workspace, error) {
 	if wrapStorage != nil {
 		w.Storage = wrapStorage(w.Storage)
 	}
-	w.Password = g.password()
+	w.Keys = keys.Files{Password: g.password()}
 	return w, nil
 }
 
@@ -99,7 +100,7 @@ only. Consistent snapshots are always on.`,
 					cfg.Expiry[role] = repo.Duration(d)
 				}
 			}
-			w, err := repo.Init(cmd.Context(), ws, cfg, g.password(), nil)
+			w, err := repo.Init(cmd.Context(), ws, cfg, keys.Files{Password: g.password()}, nil)
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/repo"
 )
 
@@ -167,7 +168,7 @@ version, or a file changed since an earlier signature, is refused.`,
 			if key == "" {
 				return usageErr("--key KEY is required")
 			}
-			st, id, err := repo.Sign(cmd.Context(), args[0], key, g.password())
+			st, id, err := repo.Sign(cmd.Context(), args[0], key, keys.Files{Password: g.password()})
 			if err != nil {
 				return err
 			}

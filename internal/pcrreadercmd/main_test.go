@@ -15,13 +15,14 @@ import (
 	"testing"
 
 	"github.com/mtuf/mtuf/internal/cli"
+	"github.com/mtuf/mtuf/internal/testkeys"
 	"github.com/mtuf/mtuf/internal/tpm/tpmtest"
 	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
 
-const testPassword = "test-password"
+const testPassword = testkeys.Password
 
 // runCmd runs pcr-reader in process with args and returns its output and
 // error.
@@ -122,17 +123,11 @@ func TestReadSwtpmAgreesWithTPM2Tools(t *testing.T) {
 	}
 }
 
+// writeTestKey puts an encrypted key file ci-test.key, and ci-test.pub,
+// into dir; the key of each type is encrypted once per test binary.
 func writeTestKey(t *testing.T, dir string, typ keys.Type) (string, crypto.Signer) {
 	t.Helper()
-	priv, err := keys.Generate(typ)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(dir, "ci-test")
-	if err := keys.WriteKeyPair(p, priv, []byte(testPassword)); err != nil {
-		t.Fatal(err)
-	}
-	return p + ".key", priv
+	return testkeys.Write(t, dir, "ci-test", typ)
 }
 
 // TestLinkKeyRecordsTheRun checks that the link pcr-reader writes attests

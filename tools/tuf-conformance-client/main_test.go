@@ -305,6 +305,7 @@ func (c *tufClient) downloaded() map[string]string {
 }
 
 func TestInitRefreshDownload(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t, time.Now().Add(7*24*time.Hour))
 	r.addTarget(metadata.TARGETS, "target_file.txt", []byte("target file contents"))
 	r.addTarget(metadata.TARGETS, "path/to/a/target_file.txt", []byte("nested contents"))
@@ -369,6 +370,7 @@ func TestInitRefreshDownload(t *testing.T) {
 }
 
 func TestRepositorySubstitutesTargets(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t, time.Now().Add(7*24*time.Hour))
 	r.addTarget(metadata.TARGETS, "one.txt", []byte("legitimate one"))
 	r.addTarget(metadata.TARGETS, "two.txt", []byte("legitimate two"))
@@ -391,6 +393,7 @@ func TestRepositorySubstitutesTargets(t *testing.T) {
 }
 
 func TestMetadataAttacks(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		attack func(r *testRepo)
@@ -439,6 +442,7 @@ func TestMetadataAttacks(t *testing.T) {
 }
 
 func TestRootRotation(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t, time.Now().Add(7*24*time.Hour))
 	c := newClient(t, r)
 	c.init1()
@@ -478,6 +482,7 @@ func TestRootRotation(t *testing.T) {
 }
 
 func TestDelegations(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t, time.Now().Add(7*24*time.Hour))
 	// An unusual role name must not escape the metadata directory.
 	r.delegate("../escape", "evil/*")
@@ -545,6 +550,7 @@ func TestReferenceTimeFromDate(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	t.Parallel()
 	r := newTestRepo(t, time.Now().Add(24*time.Hour))
 	c := newClient(t, r)
 	for _, tc := range []struct {
