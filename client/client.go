@@ -146,23 +146,37 @@ func Init(dir, repoURL string, root []byte) (*Client, error) {
 
 // Open opens an initialized client in dir.
 func Open(dir string) (*Client, error) {
-	data, err := os.ReadFile(filepath.Join(dir, configFile))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%w in %s: run 'mtuf client init --repo URL --root root.json' first", ErrNotInitialized, dir)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("state %s: %w", dir, err)
-	}
 	c := &Client{dir: dir}
-	if err := json.Unmarshal(data, &c.config); err != nil {
-		return nil, fmt.Errorf("state %s: corrupt %s (%v): remove the directory and run 'mtuf client init' again", dir, configFile, err)
-	}
-	if c.config.Measurements != nil {
-		if err := c.config.Measurements.Validate(); err != nil {
-			return nil, fmt.Errorf("state %s: measurements in %s: %w", dir, configFile, err)
-		}
+	if err := c.loadConfig(); err != nil {
+		return nil, err
 	}
 	return c, nil
+}
+
+// loadConfig reads the config file. A config that does not parse, or that
+// names no repository (a file of "null" parses), is damaged state.
+func (c *Client) loadConfig() error {
+	data, err := os.ReadFile(filepath.Join(c.dir, configFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w in %s: run 'mtuf client init --repo URL --root root.json' first", ErrNotInitialized, c.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("state %s: %w", c.dir, err)
+	}
+	var cfg Config
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		return damagedState(c.dir, configFile, err)
+	}
+	if cfg.Repository == "" {
+		return damagedState(c.dir, configFile, errors.New("no repository URL"))
+	}
+	if cfg.Measurements != nil {
+		if err := cfg.Measurements.Validate(); err != nil {
+			return damagedState(c.dir, configFile, fmt.Errorf("measurements: %w", err))
+		}
+	}
+	c.config = cfg
+	return nil
 }
 
 // Config returns the client's current configuration.
@@ -176,10 +190,25 @@ func (c *Client) saveConfig() error {
 	return writeFileAtomic(filepath.Join(c.dir, configFile), append(data, '\n'), 0o644)
 }
 
-func (c *Client) updater(ctx context.Context) (*updater.Updater, error) {
-	root, err := os.ReadFile(filepath.Join(c.dir, tufDir, "root.json"))
+// trustedRoot reads the trusted root and checks that it is still root
+// metadata signed by its own keys, as every root the client stored was.
+func (c *Client) trustedRoot() ([]byte, *trustedmetadata.TrustedMetadata, error) {
+	name := filepath.Join(tufDir, "root.json")
+	root, err := os.ReadFile(filepath.Join(c.dir, name))
 	if err != nil {
-		return nil, fmt.Errorf("state %s: trusted root: %w", c.dir, err)
+		return nil, nil, damagedState(c.dir, "trusted root "+name, err)
+	}
+	tm, err := trustedmetadata.New(root)
+	if err != nil {
+		return nil, nil, damagedState(c.dir, "trusted root "+name, err)
+	}
+	return root, tm, nil
+}
+
+func (c *Client) updater(ctx context.Context) (*updater.Updater, error) {
+	root, _, err := c.trustedRoot()
+	if err != nil {
+		return nil, err
 	}
 	cfg := UpdaterConfig{
 		MetadataURL: c.config.Repository + "/metadata",
@@ -220,6 +249,27 @@ func (c *Client) Update(ctx context.Context, image, platform string) (*metadata.
 		return nil, err
 	}
 	defer unlock()
+	return c.update(ctx, image, platform)
+}
+
+// update is Update under the state lock. A failure that a damaged file of
+// the metadata cache may have caused is retried once without it.
+func (c *Client) update(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
+	m, err := c.updateOnce(ctx, image, platform)
+	if err != nil && c.discardDamagedCache() {
+		m, err = c.updateOnce(ctx, image, platform)
+	}
+	return m, err
+}
+
+// discardDamagedCache drops the cached metadata files that do not parse,
+// telling whether there were any.
+func (c *Client) discardDamagedCache() bool {
+	removed, err := discardDamagedCache(filepath.Join(c.dir, tufDir))
+	return removed && err == nil
+}
+
+func (c *Client) updateOnce(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
 	name, err := metadata.MeasurementsTarget(image, platform)
 	if err != nil {
 		return nil, err
@@ -298,17 +348,17 @@ func (c *Client) download(up *updater.Updater, name string) ([]byte, error) {
 func explain(err error) error {
 	switch {
 	case errors.Is(err, &tuf.ErrExpiredMetadata{}):
-		return fmt.Errorf("%w: %v; the repository has not been refreshed in time, or someone is replaying old metadata (freeze attack); nothing trusted was changed", ErrUntrusted, err)
+		return fmt.Errorf("%w: %w; the repository has not been refreshed in time, or someone is replaying old metadata (freeze attack); nothing trusted was changed", ErrUntrusted, err)
 	case errors.Is(err, &tuf.ErrBadVersionNumber{}), errors.Is(err, &tuf.ErrEqualVersionNumber{}):
-		return fmt.Errorf("%w: %v; metadata older than what this client already trusts was offered (rollback attack)", ErrUntrusted, err)
+		return fmt.Errorf("%w: %w; metadata older than what this client already trusts was offered (rollback attack)", ErrUntrusted, err)
 	case errors.Is(err, &tuf.ErrUnsignedMetadata{}):
-		return fmt.Errorf("%w: %v; the metadata is not signed by the required threshold of trusted keys", ErrUntrusted, err)
+		return fmt.Errorf("%w: %w; the metadata is not signed by the required threshold of trusted keys", ErrUntrusted, err)
 	case errors.Is(err, &tuf.ErrLengthOrHashMismatch{}), errors.Is(err, &tuf.ErrDownloadLengthMismatch{}):
-		return fmt.Errorf("%w: %v; a file from the repository differs from its signed length or hash (tampered on the server or in transit)", ErrUntrusted, err)
+		return fmt.Errorf("%w: %w; a file from the repository differs from its signed length or hash (tampered on the server or in transit)", ErrUntrusted, err)
 	case errors.Is(err, &tuf.ErrRepository{}):
-		return fmt.Errorf("%w: %v", ErrUntrusted, err)
+		return fmt.Errorf("%w: %w", ErrUntrusted, err)
 	case errors.Is(err, &tuf.ErrDownloadHTTP{}):
-		return fmt.Errorf("repository unreachable or incomplete: %v", err)
+		return fmt.Errorf("repository unreachable or incomplete: %w", err)
 	}
 	return err
 }

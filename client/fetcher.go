@@ -21,12 +21,34 @@ import (
 type fetcher struct {
 	ctx  context.Context
 	http *http.Client
+	// metadataURL is the repository's metadata base URL, without a
+	// trailing slash: the files directly under it are metadata, checked
+	// to parse as the role they are fetched for.
+	metadataURL string
 }
 
 // DownloadFile implements go-tuf's fetcher.Fetcher. A missing file is
 // reported as an HTTP 404 for every scheme, which go-tuf's root probe reads
 // as "no newer root".
-func (f *fetcher) DownloadFile(rawURL string, maxLength int64, _ time.Duration) ([]byte, error) {
+func (f *fetcher) DownloadFile(rawURL string, maxLength int64, timeout time.Duration) ([]byte, error) {
+	data, err := f.download(rawURL, maxLength, timeout)
+	if err != nil {
+		return nil, err
+	}
+	// go-tuf reports metadata that does not parse with the bare JSON
+	// error, which names neither the file nor the role: check here, where
+	// both are known.
+	if name, ok := strings.CutPrefix(rawURL, f.metadataURL+"/"); ok && f.metadataURL != "" && !strings.Contains(name, "/") {
+		if role, ok := metadataRole(name); ok {
+			if err := parseMetadata(role, data); err != nil {
+				return nil, &MalformedMetadataError{Role: role, File: name, Err: err}
+			}
+		}
+	}
+	return data, nil
+}
+
+func (f *fetcher) download(rawURL string, maxLength int64, _ time.Duration) ([]byte, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, fmt.Errorf("repository URL %q: %w", rawURL, err)

@@ -28,11 +28,10 @@ func (c *Client) List(ctx context.Context) ([]Available, error) {
 		return nil, err
 	}
 	defer unlock()
-	up, err := c.refresh(ctx)
-	if err != nil {
-		return nil, err
+	roles, err := c.loadAllMeasurementsBins(ctx)
+	if err != nil && c.discardDamagedCache() {
+		roles, err = c.loadAllMeasurementsBins(ctx)
 	}
-	roles, err := loadAllBins(up, "measurements/x/x/measurements.json")
 	if err != nil {
 		return nil, err
 	}
@@ -46,6 +45,14 @@ func (c *Client) List(ctx context.Context) ([]Available, error) {
 	}
 	sortAvailable(out)
 	return out, nil
+}
+
+func (c *Client) loadAllMeasurementsBins(ctx context.Context) (map[string]*tuf.Metadata[tuf.TargetsType], error) {
+	up, err := c.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return loadAllBins(up, "measurements/x/x/measurements.json")
 }
 
 // loadAllBins makes go-tuf load and verify, through its own delegation

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
@@ -75,7 +76,7 @@ func NewUpdater(ctx context.Context, c UpdaterConfig) (*updater.Updater, error) 
 	if hc == nil {
 		hc = &http.Client{Timeout: DefaultHTTPTimeout}
 	}
-	cfg.Fetcher = &fetcher{ctx: ctx, http: hc}
+	cfg.Fetcher = &fetcher{ctx: ctx, http: hc, metadataURL: strings.TrimSuffix(c.MetadataURL, "/")}
 	up, err := updater.New(cfg)
 	if err != nil {
 		return nil, explain(err)
