@@ -2,6 +2,7 @@ package mtufcmd
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +20,7 @@ import (
 	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/keys"
+	"github.com/mtuf/mtuf/metadata"
 )
 
 func newClientCmd(g *globals) *cobra.Command {
@@ -190,6 +192,7 @@ func newClientVerifyCmd(g *globals, stateDir func() (string, error)) *cobra.Comm
 		timeout      time.Duration
 		concurrency  int
 		output       string
+		update       bool
 	)
 	c := &cobra.Command{
 		Use:   "verify --node HOST:PORT ... | --nodes-file FILE  --trusted-ak FILE ... | --ak-ca CA.pem",
@@ -216,8 +219,13 @@ reference log must replay to the trusted measurements.
 Nodes are verified concurrently, at most --concurrency at once, each within its
 own --timeout, so a slow or dead node delays no other.
 
+The trusted measurements must be current: the TUF metadata that the last update
+verified them under, read from the client's state without network, must be
+unexpired and still list them. When it is not, no node is asked; run 'mtuf
+client update', or give --update to update first.
+
 Exit status: 0 when every node is trusted (warn-only differences allowed), 1
-when any node is refused or unreachable, 2 for usage or configuration errors
+when any node is refused or unreachable or the measurements are not current, 2 for usage or configuration errors
 (bad flags, no trusted measurements, a key or CA file that cannot be read), in
 which case no node was asked.`,
 		Example: `  mtuf client verify --node 10.0.0.5:8733 --node 10.0.0.6:8733 \
@@ -275,11 +283,9 @@ which case no node was asked.`,
 			if err != nil {
 				return err
 			}
-			cfg := cl.Config()
-			if cfg.Measurements == nil {
-				return usageErr("no trusted measurements yet: run 'mtuf client update --image V --platform P' first")
+			if p.Measurements, err = currentMeasurements(cmd.Context(), cl, update); err != nil {
+				return err
 			}
-			p.Measurements = cfg.Measurements
 			v, err := attest.NewVerifier(p, attest.Options{Timeout: timeout, Concurrency: concurrency})
 			if err != nil {
 				return usageErr("%v", err)
@@ -311,7 +317,26 @@ which case no node was asked.`,
 	f.DurationVar(&timeout, "timeout", attest.DefaultTimeout, "time allowed for each node")
 	f.IntVar(&concurrency, "concurrency", attest.DefaultConcurrency, "nodes verified at once")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	f.BoolVar(&update, "update", false, "update the trusted measurements first, as 'mtuf client update' does for the image and platform they are for")
 	return c
+}
+
+// currentMeasurements returns the client's trusted measurements once the
+// TUF metadata they were verified under is known to be unexpired, after an
+// update when asked for one. Stale measurements fail the command: no node
+// is asked.
+func currentMeasurements(ctx context.Context, cl *client.Client, update bool) (*metadata.Measurements, error) {
+	if cl.Config().Measurements == nil {
+		return nil, usageErr("no trusted measurements yet: run 'mtuf client update --image V --platform P' first")
+	}
+	if update {
+		return cl.UpdateCurrent(ctx)
+	}
+	m, err := cl.Current(ctx)
+	if errors.Is(err, client.ErrStale) {
+		return nil, fmt.Errorf("%w (or verify with --update)", err)
+	}
+	return m, err
 }
 
 // maxReferenceLog bounds a reference event log: the agent protocol bounds a

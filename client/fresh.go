@@ -1,0 +1,193 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/trustedmetadata"
+
+	"github.com/mtuf/mtuf/metadata"
+)
+
+// ErrStale marks trusted measurements that may no longer be current: the
+// TUF metadata they were verified under has expired, or no longer lists
+// them. An attacker who keeps a client from updating can hold it on old,
+// possibly revoked, measurements only until that metadata expires.
+var ErrStale = errors.New("trusted measurements are not current")
+
+// ErrNoMeasurements is returned when no update has recorded measurements.
+var ErrNoMeasurements = errors.New("no trusted measurements yet")
+
+// maxDelegations bounds the delegation walk, as go-tuf's updater does.
+const maxDelegations = 32
+
+// Current returns the trusted measurements after checking, from the local
+// trusted metadata and without network, that the metadata they were
+// verified under (timestamp, snapshot, targets, and every delegated role
+// on the way to their target) is unexpired at the client's reference time,
+// and that it still lists them with the hashes of the measurements held.
+// When it does not, the error wraps ErrStale, and go-tuf's typed error
+// when there is one (ErrExpiredMetadata for an expired role).
+func (c *Client) Current(ctx context.Context) (*metadata.Measurements, error) {
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	// Another run may have updated since Open: check what is trusted now.
+	if err := c.loadConfig(); err != nil {
+		return nil, err
+	}
+	return c.current()
+}
+
+// UpdateCurrent updates the measurements of the image and platform of the
+// last update, then checks them as Current does, under one hold of the
+// state lock.
+func (c *Client) UpdateCurrent(ctx context.Context) (*metadata.Measurements, error) {
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	if err := c.loadConfig(); err != nil {
+		return nil, err
+	}
+	if c.config.Measurements == nil {
+		return nil, c.noMeasurements()
+	}
+	if _, err := c.update(ctx, c.config.Image, c.config.Platform); err != nil {
+		return nil, err
+	}
+	return c.current()
+}
+
+func (c *Client) noMeasurements() error {
+	return fmt.Errorf("%w in %s: run 'mtuf client update --image V --platform P' first", ErrNoMeasurements, c.dir)
+}
+
+func (c *Client) current() (*metadata.Measurements, error) {
+	m := c.config.Measurements
+	if m == nil {
+		return nil, c.noMeasurements()
+	}
+	name, err := metadata.MeasurementsTarget(c.config.Image, c.config.Platform)
+	if err != nil {
+		return nil, damagedState(c.dir, configFile, err)
+	}
+	stale := func(err error) error {
+		return fmt.Errorf("%w: image %s on %s: %w; run 'mtuf client update' to refresh them",
+			ErrStale, c.config.Image, c.config.Platform, err)
+	}
+	_, tm, err := c.trustedRoot()
+	if err != nil {
+		return nil, err
+	}
+	tm.RefTime = time.Now().UTC()
+	if c.Now != nil {
+		tm.RefTime = c.Now()
+	}
+	ti, err := c.findLocalTarget(tm, name)
+	if err != nil {
+		return nil, stale(err)
+	}
+	// The cached target is the file the last download verified; the
+	// trusted metadata must still name it, and it must hold what the
+	// config trusts.
+	data, err := os.ReadFile(filepath.Join(c.dir, targetsDir, url.PathEscape(name)))
+	if err != nil {
+		return nil, stale(fmt.Errorf("target %s: %w", name, err))
+	}
+	if err := ti.VerifyLengthHashes(data); err != nil {
+		return nil, stale(fmt.Errorf("target %s is no longer the one the trusted metadata lists: %w", name, err))
+	}
+	cached, err := metadata.Parse(data)
+	if err != nil {
+		return nil, stale(fmt.Errorf("target %s: %w", name, err))
+	}
+	a, errA := json.Marshal(cached)
+	b, errB := json.Marshal(m)
+	if errA != nil || errB != nil || !bytes.Equal(a, b) {
+		return nil, stale(fmt.Errorf("the trusted metadata lists other measurements under %s than those trusted", name))
+	}
+	return m, nil
+}
+
+// findLocalTarget loads the cached top-level metadata into tm, then walks
+// the delegations from targets to the role that lists name, as go-tuf's
+// updater does, loading each role from the cache and checking it against
+// the role that delegates to it on this path.
+func (c *Client) findLocalTarget(tm *trustedmetadata.TrustedMetadata, name string) (*tuf.TargetFiles, error) {
+	read := func(role string) ([]byte, error) {
+		data, err := os.ReadFile(filepath.Join(c.dir, tufDir, url.PathEscape(role)+".json"))
+		if err != nil {
+			return nil, fmt.Errorf("trusted %s metadata: %w", role, err)
+		}
+		return data, nil
+	}
+	data, err := read(tuf.TIMESTAMP)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tm.UpdateTimestamp(data); err != nil {
+		return nil, err
+	}
+	if data, err = read(tuf.SNAPSHOT); err != nil {
+		return nil, err
+	}
+	if _, err := tm.UpdateSnapshot(data, true); err != nil {
+		return nil, err
+	}
+	type step struct{ role, parent string }
+	stack := []step{{tuf.TARGETS, tuf.ROOT}}
+	visited := map[string]bool{}
+	for len(stack) > 0 && len(visited) <= maxDelegations {
+		s := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if visited[s.role] {
+			continue
+		}
+		md := tm.Targets[s.role]
+		if md == nil {
+			if data, err = read(s.role); err != nil {
+				return nil, err
+			}
+			if md, err = tm.UpdateDelegatedTargets(data, s.role, s.parent); err != nil {
+				return nil, fmt.Errorf("role %s: %w", s.role, err)
+			}
+		} else if s.parent != tuf.ROOT {
+			// Loaded before through another delegator: it must verify
+			// against this one too.
+			if err := tm.Targets[s.parent].VerifyDelegate(s.role, md); err != nil {
+				return nil, fmt.Errorf("role %s delegated by %s: %w", s.role, s.parent, err)
+			}
+		}
+		if ti, ok := md.Signed.Targets[name]; ok {
+			return ti, nil
+		}
+		visited[s.role] = true
+		if md.Signed.Delegations == nil {
+			continue
+		}
+		var children []step
+		for _, r := range md.Signed.Delegations.GetRolesForTarget(name) {
+			children = append(children, step{r.Name, s.role})
+			if r.Terminating {
+				stack = nil
+				break
+			}
+		}
+		slices.Reverse(children)
+		stack = append(stack, children...)
+	}
+	return nil, fmt.Errorf("the trusted metadata no longer lists target %s", name)
+}
