@@ -43,8 +43,20 @@ type BootEvent struct {
 	// PCR was extended with.
 	Digest string `json:"digest"`
 	// Data is the event data when it is printable text (kernel command
-	// lines, file names, version strings), cut to a readable length.
+	// lines, file names, version strings), cut to a readable length, and
+	// hashes to Digest: then it is what the node measured. Event data that
+	// does not hash to the digest is never shown here: the replay vouches
+	// for the digest only.
 	Data string `json:"data,omitempty"`
+	// DataUnverified is set when the event's type defines its digest as
+	// the hash of its data (TCG PC Client Platform Firmware Profile:
+	// EV_SEPARATOR, EV_ACTION, EV_EFI_ACTION, ...) and the data does not
+	// hash to it: the log tells something else than what was measured.
+	DataUnverified bool `json:"dataUnverified,omitempty"`
+	// Description is printable event data of a type whose data only
+	// describes what was measured (a boot loader's "grub_cmd: ..."), when
+	// it does not hash to the digest: the node's word, unverified.
+	Description string `json:"description,omitempty"`
 }
 
 func (e *BootEvent) String() string {
@@ -54,6 +66,12 @@ func (e *BootEvent) String() string {
 	d := e.Digest
 	if len(d) > 16 {
 		d = d[:16] + "..."
+	}
+	if e.DataUnverified {
+		return fmt.Sprintf("%s with digest %s (its event data does not hash to the digest, as its type requires: unverified)", e.Type, d)
+	}
+	if e.Description != "" {
+		return fmt.Sprintf("%s with digest %s (described, unverified, as %q)", e.Type, d, e.Description)
 	}
 	return fmt.Sprintf("%s with digest %s", e.Type, d)
 }
@@ -108,14 +126,55 @@ func printable(data []byte) string {
 	return string(d)
 }
 
-func bootEvent(e tcg.Event) BootEvent {
-	return BootEvent{
+// dataDigestTypes are the event types whose digest the TCG PC Client
+// Platform Firmware Profile (section 10.4.1, "Event Types") defines as the
+// hash of the event data itself. Other types measure something the log
+// only describes (an image, a table, a variable's value), so their data
+// cannot be checked against the digest. EV_IPL and EV_COMPACT_HASH are left
+// out: boot loaders log a description of what they hash (GRUB's
+// "grub_cmd: ..."), which the profile allows.
+var dataDigestTypes = map[tcg.EventType]bool{
+	tcg.Separator:               true, // 00000000h or FFFFFFFFh
+	tcg.Action:                  true, // an ASCII string
+	tcg.EFIAction:               true, // an ASCII string
+	tcg.SCRTMVersion:            true, // the version string
+	tcg.OmitBootDeviceEvents:    true, // "BOOT ATTEMPTS OMITTED"
+	tcg.EFIVariableDriverConfig: true, // the UEFI_VARIABLE_DATA
+	tcg.EFIVariableAuthority:    true, // the UEFI_VARIABLE_DATA
+	tcg.EFIGPTEvent:             true, // the UEFI_GPT_DATA
+}
+
+// dataHashes tells whether data hashes to digest with hash. A NUL that
+// ends the data may be left out of the hash, as firmware and shim differ on
+// that (go-eventlog accepts both for the same reason).
+func dataHashes(hash crypto.Hash, data, digest []byte) bool {
+	sum := func(b []byte) []byte {
+		h := hash.New()
+		h.Write(b)
+		return h.Sum(nil)
+	}
+	if bytes.Equal(sum(data), digest) {
+		return true
+	}
+	return len(data) > 0 && data[len(data)-1] == 0 && bytes.Equal(sum(data[:len(data)-1]), digest)
+}
+
+func bootEvent(e tcg.Event, hash crypto.Hash) BootEvent {
+	b := BootEvent{
 		Seq:    e.Num(),
 		PCR:    e.MRIndex(),
 		Type:   e.Type.TCGString(),
 		Digest: hex.EncodeToString(e.Digest),
-		Data:   printable(e.Data),
 	}
+	switch {
+	case dataHashes(hash, e.Data, e.Digest):
+		b.Data = printable(e.Data)
+	case dataDigestTypes[e.Type]:
+		b.DataUnverified = true
+	default:
+		b.Description = printable(e.Data)
+	}
+	return b
 }
 
 // replayedLog is an event log whose events replay to the quoted PCRs.
@@ -151,9 +210,31 @@ func replay(raw []byte, hash crypto.Hash, pcrs map[uint32][]byte) (*replayedLog,
 	}
 	log := &replayedLog{events: events, byPCR: make(map[uint32][]BootEvent)}
 	for _, e := range events {
-		log.byPCR[e.MRIndex()] = append(log.byPCR[e.MRIndex()], bootEvent(e))
+		log.byPCR[e.MRIndex()] = append(log.byPCR[e.MRIndex()], bootEvent(e, hash))
 	}
 	return log, nil, nil
+}
+
+// unexplained returns the quoted PCRs that hold something else than a
+// reset value yet have no event in the log. go-eventlog replays only the
+// PCRs the log has events for, so a log that drops every event of a PCR
+// would otherwise pass as explaining it.
+func (l *replayedLog) unexplained(pcrs map[uint32][]byte) []uint32 {
+	var out []uint32
+	for idx, d := range pcrs {
+		if len(l.byPCR[idx]) == 0 && !isReset(d) {
+			out = append(out, idx)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// isReset tells whether a PCR value is one a PCR holds before any extend:
+// all zeros, or all ones for the D-RTM PCRs 17 to 22 (TCG PC Client
+// Platform TPM Profile).
+func isReset(d []byte) bool {
+	return isZero(d) || (len(d) > 0 && bytes.Count(d, []byte{0xff}) == len(d))
 }
 
 // referenceEvents replays a reference event log against the reference

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -418,6 +419,14 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		return refuse(CheckQuote, "%s quote does not verify: %v", v.m.Hash, err)
 	}
 	pcrs := q.GetPcrs().GetPcrs()
+	// The quote signs the digest of the PCR values laid end to end: only
+	// with every value of the bank's length does that fix each PCR's own
+	// value, rather than bytes shifted from one PCR to the next.
+	for _, idx := range sortedIndices(pcrs) {
+		if len(pcrs[idx]) != v.hash.Size() {
+			return refuse(CheckQuote, "%s quote gives PCR %d a value of %d bytes, where the bank's digests have %d: the quoted values were tampered with", v.m.Hash, idx, len(pcrs[idx]), v.hash.Size())
+		}
+	}
 
 	// 3. The event log, when there is one, must replay to the quoted PCRs:
 	// only then may it explain them.
@@ -431,6 +440,12 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		case len(notReplayed) > 0:
 			res.EventLog = &EventLogResult{Replayed: false, NotReplayed: notReplayed}
 			return refuse(CheckEventLog, "event log does not replay against the quoted %s PCRs: PCR %s (the log was altered, or is not the log of this boot)", v.m.Hash, joinIndices(notReplayed))
+		}
+		// A PCR that the log has no event for replays to its reset
+		// value; if the quote says otherwise, the log does not explain it.
+		if unexplained := log.unexplained(pcrs); len(unexplained) > 0 {
+			res.EventLog = &EventLogResult{Replayed: false, NotReplayed: unexplained}
+			return refuse(CheckEventLog, "event log has no event for PCR %s, whose quoted %s value is not a reset value: the log leaves it unexplained (events were dropped, or it is not the log of this boot)", joinIndices(unexplained), v.m.Hash)
 		}
 		res.EventLog = &EventLogResult{Replayed: true, Events: len(log.events)}
 	}
@@ -480,6 +495,15 @@ func overOtherNonce(q *tpmpb.Quote, ak crypto.PublicKey, nonce []byte) bool {
 		return false
 	}
 	return quote.Verify(q, ak, ad.ExtraData) == nil
+}
+
+func sortedIndices(m map[uint32][]byte) []uint32 {
+	out := make([]uint32, 0, len(m))
+	for idx := range m {
+		out = append(out, idx)
+	}
+	slices.Sort(out)
+	return out
 }
 
 func contains(s []uint32, x uint32) bool {

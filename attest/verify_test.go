@@ -57,6 +57,7 @@ type nodeSpec struct {
 	extra []tpm.BootEvent // measured after the chain
 	ca    *agent.CA       // certifies the AK
 	noLog bool            // serve no event log
+	log   []byte          // serve this event log instead of the boot's
 }
 
 func loadChain(t *testing.T, path string) *tpm.BootChain {
@@ -86,8 +87,11 @@ func startNode(t *testing.T, spec nodeSpec) *simNode {
 		rw.Close()
 		t.Fatal(err)
 	}
-	if spec.noLog {
+	switch {
+	case spec.noLog:
 		log = nil
+	case spec.log != nil:
+		log = spec.log
 	}
 	a, err := agent.New(agent.Config{TPM: rw, EventLog: log, AKCA: spec.ca})
 	if err != nil {
@@ -302,6 +306,19 @@ func TestVerify(t *testing.T) {
 			return att
 		})
 		expectRefused(t, verifyOne(t, addr, pinned, attest.Options{}), attest.CheckQuote, "no quote over the sha256 bank")
+	})
+
+	t.Run("PCR value of another length than the bank's", func(t *testing.T) {
+		// The quote signs the digest of the values laid end to end: moving
+		// the last byte of PCR 4 to the front of PCR 5 keeps the signature
+		// valid and changes both PCRs.
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
+			pcrs := quoteOf(att, tpmpb.HashAlgo_SHA256).Pcrs.Pcrs
+			p4, p5 := pcrs[4], pcrs[5]
+			pcrs[4], pcrs[5] = p4[:len(p4)-1], append([]byte{p4[len(p4)-1]}, p5...)
+			return att
+		})
+		expectRefused(t, verifyOne(t, addr, pinned, attest.Options{}), attest.CheckQuote, "PCR 4 a value of 31 bytes", "digests have 32")
 	})
 
 	t.Run("no attestation key", func(t *testing.T) {
@@ -528,6 +545,58 @@ func TestVerifyEventLog(t *testing.T) {
 		_, err = attest.NewVerifier(attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{modified.ak}, ReferenceEventLog: []byte("junk")}, attest.Options{})
 		if err == nil || !strings.Contains(err.Error(), "reference event log is not a TCG event log") {
 			t.Fatalf("NewVerifier with junk: %v", err)
+		}
+	})
+
+	t.Run("log without the events of a PCR", func(t *testing.T) {
+		// The log of the same boot without PCR 9's event replays for every
+		// PCR it has events for; PCR 9 is left unexplained.
+		chain := loadChain(t, bootV1)
+		var kept []tpm.BootEvent
+		for _, ev := range chain.Events {
+			if ev.PCR != 9 {
+				kept = append(kept, ev)
+			}
+		}
+		chain.Events = kept
+		rw, err := tpm.Open("sim")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dropped, err := tpm.Boot(rw, chain)
+		rw.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := startNode(t, nodeSpec{chain: bootV1, log: dropped})
+		defer n.close()
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{})
+		expectRefused(t, r, attest.CheckEventLog, "no event for PCR 9", "unexplained")
+		if r.EventLog == nil || r.EventLog.Replayed || len(r.EventLog.NotReplayed) != 1 || r.EventLog.NotReplayed[0] != 9 {
+			t.Errorf("event log result %+v, want PCR 9 not replayed", r.EventLog)
+		}
+	})
+
+	t.Run("event data that does not hash to its digest", func(t *testing.T) {
+		// EV_EFI_ACTION's digest is the hash of its data: an attacker who
+		// rewrites the data keeps the log replaying, and must not have
+		// the report show the rewritten data as what the node measured.
+		n := startNode(t, nodeSpec{chain: bootV1, extra: []tpm.BootEvent{
+			{PCR: 8, Type: tcg.EFIAction, Description: "extra action", Data: []byte("init=/bin/sh")},
+		}})
+		defer n.close()
+		addr := proxy(t, n.srv.URL, func(_ []byte, att *attestpb.Attestation) *attestpb.Attestation {
+			att.EventLog = bytes.Replace(att.EventLog, []byte("init=/bin/sh"), []byte("init=/bin/ok"), 1)
+			return att
+		})
+		r := verifyOne(t, addr, attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{})
+		expectRefused(t, r, attest.CheckPCRs, "PCR 8 differ", "EV_EFI_ACTION", "unverified")
+		d := onlyDifference(t, r)
+		if d.PCR != 8 || d.Position != 2 || d.Node == nil || !d.Node.DataUnverified || d.Node.Data != "" {
+			t.Errorf("difference %+v, node event %+v: want PCR 8's second event, its data unverified and not shown", d, d.Node)
+		}
+		if strings.Contains(r.Reason, "init=/bin/ok") || strings.Contains(d.Explanation, "init=/bin/ok") {
+			t.Errorf("the report shows the rewritten data as measured: %q, %q", r.Reason, d.Explanation)
 		}
 	})
 

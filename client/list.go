@@ -74,6 +74,9 @@ func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.Metadata[t
 		}
 	}
 	if bins != nil {
+		if err := checkBins(bins); err != nil {
+			return nil, err
+		}
 		_, count := bins.GetSuffixLen()
 		seen := map[string]bool{}
 		dir := path.Dir(sample)
@@ -98,4 +101,15 @@ func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.Metadata[t
 		}
 	}
 	return up.GetTrustedMetadataSet().Targets, nil
+}
+
+// checkBins refuses a hash-bin delegation of more bins than a repository
+// makes, before anything is allocated per bin: a bit_length of 32 would
+// have the listing probe 2^32 bins.
+func checkBins(bins *tuf.SuccinctRoles) error {
+	if bins.BitLength < 1 || bins.BitLength > metadata.MaxBinBitLength {
+		return fmt.Errorf("repository content refused: the delegation to the %s-* hash bins has bit_length %d, outside 1 to %d (at most %d bins): the repository's metadata is damaged or forged",
+			bins.NamePrefix, bins.BitLength, metadata.MaxBinBitLength, 1<<metadata.MaxBinBitLength)
+	}
+	return nil
 }

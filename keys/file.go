@@ -147,6 +147,21 @@ func LoadPublic(ref string) (crypto.PublicKey, error) {
 	}
 }
 
+// LoadPublicKeys reads every public key of a PEM file of several blocks
+// (public keys or certificates), as ParsePublicKeys; the error names the
+// file and the block.
+func LoadPublicKeys(path string) ([]crypto.PublicKey, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading public keys: %w", err)
+	}
+	pubs, err := ParsePublicKeys(data)
+	if err != nil {
+		return nil, fmt.Errorf("public keys %s: %w", path, err)
+	}
+	return pubs, nil
+}
+
 func loadPublicFile(path string) (crypto.PublicKey, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {

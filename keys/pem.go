@@ -209,3 +209,49 @@ func checkEnvelope(data []byte) error {
 	}
 	return nil
 }
+
+// ParsePublicKeys parses every PEM block of data, each a public key or a
+// certificate as ParsePublic takes them, for files that pin several keys
+// (one per node). A block that is not one refuses the whole file, naming
+// the block by its number and line: a file trusted in part would leave the
+// operator believing a key pinned that is not.
+func ParsePublicKeys(data []byte) ([]crypto.PublicKey, error) {
+	if _, err := decodePEM(data); err != nil {
+		return nil, err
+	}
+	begin := []byte("-----BEGIN ")
+	var out []crypto.PublicKey
+	rest := data
+	for len(bytes.TrimSpace(rest)) > 0 {
+		n := len(out) + 1
+		line := 1 + bytes.Count(data[:len(data)-len(rest)], []byte("\n"))
+		start := bytes.Index(rest, begin)
+		if start < 0 {
+			return nil, fmt.Errorf("line %d: data after PEM block %d that is not a PEM block: remove it", line, n-1)
+		}
+		line += bytes.Count(rest[:start], []byte("\n"))
+		// Decode the block alone: pem.Decode skips a malformed block to
+		// the next one, which would drop it silently.
+		end := len(rest)
+		if next := bytes.Index(rest[start+1:], begin); next >= 0 {
+			end = start + 1 + next
+		}
+		block, after := pem.Decode(rest[start:end])
+		if block == nil {
+			return nil, fmt.Errorf("PEM block %d (line %d) is malformed or truncated", n, line)
+		}
+		if end == len(rest) && len(bytes.TrimSpace(after)) > 0 {
+			// Text before a block is commentary, as RFC 7468 allows;
+			// text after the last one is a block cut short or pasted
+			// wrong.
+			return nil, fmt.Errorf("data after PEM block %d (line %d) that is not a PEM block: remove it", n, line)
+		}
+		pub, err := ParsePublic(pem.EncodeToMemory(block))
+		if err != nil {
+			return nil, fmt.Errorf("PEM block %d (line %d): %w", n, line, err)
+		}
+		out = append(out, pub)
+		rest = rest[end:]
+	}
+	return out, nil
+}

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -184,6 +185,56 @@ func TestParsePublic(t *testing.T) {
 			}
 			if !got.(*ecdsa.PublicKey).Equal(priv.Public()) {
 				t.Fatal("parsed public key differs from the original")
+			}
+		})
+	}
+}
+
+func TestParsePublicKeys(t *testing.T) {
+	t.Parallel()
+	var pubs []crypto.PublicKey
+	var file []byte
+	for range 3 {
+		priv := testKey(t, ECDSAP256)
+		pubPEM, err := MarshalPublic(priv.Public())
+		if err != nil {
+			t.Fatal(err)
+		}
+		pubs = append(pubs, priv.Public())
+		file = append(append(file, "# node key\n"...), pubPEM...)
+	}
+	got, err := ParsePublicKeys(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(pubs) {
+		t.Fatalf("%d keys, want every one of the file's %d", len(got), len(pubs))
+	}
+	for i := range pubs {
+		if !Equal(got[i], pubs[i]) {
+			t.Errorf("key %d differs from the file's block %d", i+1, i+1)
+		}
+	}
+
+	// Each public key block is 4 lines, after a comment line: block 2
+	// starts on line 7.
+	blocks := bytes.SplitAfter(file, []byte("-----END PUBLIC KEY-----\n"))
+	corrupt := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{0x30, 0x01}})
+	truncated := bytes.Replace(blocks[1], []byte("-----END PUBLIC KEY-----\n"), nil, 1)
+	for _, tt := range []struct {
+		name    string
+		data    []byte
+		wantErr string
+	}{
+		{"corrupt block", bytes.Join([][]byte{blocks[0], []byte("# node key\n"), corrupt, blocks[2]}, nil), "PEM block 2 (line 7): public key is corrupt"},
+		{"truncated block", bytes.Join([][]byte{blocks[0], truncated, blocks[2]}, nil), "PEM block 2 (line 7) is malformed or truncated"},
+		{"private key", bytes.Join([][]byte{blocks[0], testKeyFile(t, ECDSAP256)}, nil), "PEM block 2 (line 6): this is a private key"},
+		{"trailing text", append(bytes.Clone(file), "junk\n"...), "data after PEM block 3 (line 12)"},
+		{"empty", nil, "empty key file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got, err := ParsePublicKeys(tt.data); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("ParsePublicKeys = %d keys, %v; want error %q", len(got), err, tt.wantErr)
 			}
 		})
 	}

@@ -277,3 +277,8 @@ func parseCLIName(version, osArch, file string) (TargetCustom, error) {
 	}
 	return c, nil
 }
+
+// MaxBinBitLength bounds the bit_length of the succinct hash-bin delegation
+// (TAP 15) of a role: a repository makes at most 2^MaxBinBitLength bins, and
+// a client refuses a delegation of more before allocating anything per bin.
+const MaxBinBitLength = 14

@@ -3,6 +3,7 @@ package repo
 import (
 	"context"
 	"crypto"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -176,5 +177,26 @@ func TestPublishLayoutThreshold(t *testing.T) {
 	}
 	if got := fetch(t, cfg.Storage, metadata.LayoutTarget); string(got) != string(layout) {
 		t.Fatal("clients do not see the layout signed by both targets keys")
+	}
+}
+
+func TestPublishWithoutLinksAfterLayout(t *testing.T) {
+	t.Parallel()
+	r := newTestRepo(t)
+	ctx := context.Background()
+	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
+		t.Fatalf("measurements without links before any layout: %v", err)
+	}
+	owner := genKey(t, keys.ED25519)
+	ci := loadTestKey(t, r.signers, r.keys["measurements"])
+	targetsKey := loadTestKey(t, r.signers, r.keys["targets"])
+	if _, err := r.ws.PublishLayout(ctx, testLayout(t, owner, time.Now().Add(time.Hour), ci.Public()), []crypto.PublicKey{owner.Public()}, []crypto.Signer{targetsKey}); err != nil {
+		t.Fatal(err)
+	}
+	// Once a layout is published, clients refuse measurements without
+	// links: the library refuses to publish them, not only the CLI.
+	_, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v2.0.0", "qemu-vtpm", 2)})
+	if !errors.Is(err, ErrLinksRequired) || !strings.Contains(err.Error(), metadata.LayoutTarget) {
+		t.Fatalf("measurements without links after the layout: %v, want ErrLinksRequired naming the layout", err)
 	}
 }

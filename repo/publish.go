@@ -100,7 +100,43 @@ func (w *Workspace) Publish(ctx context.Context, req PublishRequest) (*PublishRe
 	if len(targets) == 0 && req.Release == nil {
 		return nil, errors.New("nothing to publish: give measurements, a CLI release, or both")
 	}
-	return w.publish(ctx, targets, req.Release, req.Replace)
+	var res *PublishResult
+	err := w.update(ctx, func() error {
+		// Checked under the publish lock, on the state this publish
+		// builds on: a layout published meanwhile still counts.
+		if req.Measurements != nil {
+			if err := w.refuseWithoutLinks(ctx); err != nil {
+				return err
+			}
+		}
+		var err error
+		res, err = w.tryPublish(ctx, targets, req.Release, req.Replace)
+		return err
+	})
+	return res, err
+}
+
+// ErrLinksRequired reports measurements published without their in-toto
+// links to a repository with a layout, whose clients would refuse them.
+var ErrLinksRequired = errors.New("measurements need their in-toto links")
+
+// refuseWithoutLinks refuses measurements without links once the
+// repository has an in-toto layout: clients then require the links, so the
+// measurements would be published only to be refused.
+func (w *Workspace) refuseWithoutLinks(ctx context.Context) error {
+	s, err := loadState(ctx, w.Storage)
+	if err != nil {
+		return err
+	}
+	layout, err := s.layout(ctx)
+	if err != nil {
+		return err
+	}
+	if layout != nil {
+		return fmt.Errorf("%w: the repository has an in-toto layout (%s), so clients refuse measurements without their links; publish them with PublishWithLinks",
+			ErrLinksRequired, metadata.LayoutTarget)
+	}
+	return nil
 }
 
 // PublishTargets publishes many targets in one step: one bin write per

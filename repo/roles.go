@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mtuf/mtuf/metadata"
 )
 
 // The delegated roles. The top-level targets role is signed offline and
@@ -50,8 +52,8 @@ func binPrefix(role string) string { return role + "-bin" }
 
 // bitLength turns a bin count into TAP 15's bit_length.
 func bitLength(bins int) (int, error) {
-	if bins < 2 || bins > 1<<14 || bins&(bins-1) != 0 {
-		return 0, fmt.Errorf("bin count %d must be a power of two from 2 to 16384", bins)
+	if bins < 2 || bins > 1<<metadata.MaxBinBitLength || bins&(bins-1) != 0 {
+		return 0, fmt.Errorf("bin count %d must be a power of two from 2 to %d", bins, 1<<metadata.MaxBinBitLength)
 	}
 	return bits.TrailingZeros(uint(bins)), nil
 }

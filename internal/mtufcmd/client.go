@@ -257,11 +257,12 @@ which case no node was asked.`,
 			}
 			var p attest.Policy
 			for _, f := range akFiles {
-				k, err := keys.LoadPublic(f)
+				// A file of several blocks pins every key in it.
+				ks, err := keys.LoadPublicKeys(f)
 				if err != nil {
 					return usageErr("--trusted-ak %s: %v", f, err)
 				}
-				p.TrustedAKs = append(p.TrustedAKs, k)
+				p.TrustedAKs = append(p.TrustedAKs, ks...)
 			}
 			for _, f := range caFiles {
 				certs, err := attest.LoadAKRoots(f)
@@ -310,7 +311,7 @@ which case no node was asked.`,
 	f := c.Flags()
 	f.StringArrayVar(&nodes, "node", nil, "node agent `HOST:PORT` (repeat for several)")
 	f.StringVar(&nodesFile, "nodes-file", "", "`FILE` with one HOST:PORT per line (# comments allowed)")
-	f.StringArrayVar(&akFiles, "trusted-ak", nil, "pinned attestation key `FILE` (PEM public key or certificate; repeat for several)")
+	f.StringArrayVar(&akFiles, "trusted-ak", nil, "pinned attestation keys `FILE` (PEM public keys or certificates, every block pinned; repeat for several)")
 	f.StringArrayVar(&caFiles, "ak-ca", nil, "CA certificates (PEM `FILE`) that certify attestation keys (repeat for several)")
 	f.StringVar(&clusterID, "cluster-id", "", "also enforce PCR 15 to the value of cluster `ID`")
 	f.StringVar(&referenceLog, "reference-log", "", "TCG event log `FILE` of a node of the release image, to name the boot event that differs")

@@ -236,12 +236,12 @@ signature that stock cosign verifies:
 				}
 				res = &linked.PublishResult
 			} else {
-				if req.Measurements != nil {
-					if err := refuseWithoutLinks(ctx, w); err != nil {
-						return err
-					}
-				}
 				if res, err = w.Publish(ctx, req); err != nil {
+					if errors.Is(err, repo.ErrLinksRequired) {
+						if uerr := refuseWithoutLinks(ctx, w); uerr != nil {
+							return uerr
+						}
+					}
 					return err
 				}
 			}

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -247,13 +248,13 @@ func readTPM(o options, bank crypto.Hash) (map[uint32][]byte, error) {
 // under the attestation key it came with and carry our nonce; with
 // --trusted-ak the key must also be the pinned one.
 func readAgent(ctx context.Context, o options, bank crypto.Hash, stderr io.Writer) (map[uint32][]byte, error) {
-	var pinned crypto.PublicKey
+	var pinned []crypto.PublicKey
 	if o.trustedAK != "" {
-		k, err := keys.LoadPublic(o.trustedAK)
+		ks, err := keys.LoadPublicKeys(o.trustedAK)
 		if err != nil {
 			return nil, cli.Usage(fmt.Errorf("--trusted-ak: %w", err))
 		}
-		pinned = k
+		pinned = ks
 	}
 	nonce := make([]byte, 32)
 	if _, err := rand.Read(nonce); err != nil {
@@ -274,8 +275,8 @@ func readAgent(ctx context.Context, o options, bank crypto.Hash, stderr io.Write
 		return nil, fmt.Errorf("agent %s: attestation key: %w", o.agentURL, err)
 	}
 	if pinned != nil {
-		if !keys.Equal(pinned, ak) {
-			return nil, fmt.Errorf("agent %s quoted with an attestation key that is not the one in %s", o.agentURL, o.trustedAK)
+		if !slices.ContainsFunc(pinned, func(k crypto.PublicKey) bool { return keys.Equal(k, ak) }) {
+			return nil, fmt.Errorf("agent %s quoted with an attestation key that is not among those in %s", o.agentURL, o.trustedAK)
 		}
 	} else {
 		fmt.Fprintf(stderr, "pcr-reader: warning: the attestation key of %s is not pinned (--trusted-ak); trusting it on first use\n", o.agentURL)
