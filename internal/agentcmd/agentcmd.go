@@ -66,7 +66,24 @@ type options struct {
 	eventLogOut    string
 }
 
+// run runs mtuf-agent with args and returns its exit status, having
+// printed the error, if any, to stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := newCommand(stdout, stderr)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	code, silent := cli.Code(err)
+	if err == nil || silent {
+		return code
+	}
+	fmt.Fprintf(stderr, "mtuf-agent: %v\n", err)
+	if code == cli.ExitUsage {
+		fmt.Fprintln(stderr, "Run 'mtuf-agent --help' for usage.")
+	}
+	return code
+}
+
+func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	var opts options
 	cmd := &cobra.Command{
 		Use:   "mtuf-agent",
@@ -140,20 +157,9 @@ is sent along as an intermediate.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return cli.Usage(err)
 	})
-	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-
-	err := cmd.ExecuteContext(ctx)
-	code, silent := cli.Code(err)
-	if err == nil || silent {
-		return code
-	}
-	fmt.Fprintf(stderr, "mtuf-agent: %v\n", err)
-	if code == cli.ExitUsage {
-		fmt.Fprintln(stderr, "Run 'mtuf-agent --help' for usage.")
-	}
-	return code
+	return cmd
 }
 
 func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
