@@ -154,6 +154,17 @@ func (c *Client) streamTarget(ctx context.Context, ti *tuf.TargetFiles, dst stri
 		return fmt.Errorf("cannot write beside %s: %w", dst, err)
 	}
 	defer os.Remove(tmp.Name())
+	if err := copySigned(tmp, body, u, ti, want, progress); err != nil {
+		tmp.Close()
+		return err
+	}
+	return replaceBinary(tmp, dst)
+}
+
+// copySigned copies the target ti from body, downloaded from u, to tmp,
+// and checks that it has the length and SHA-256 (want) the repository
+// signed.
+func copySigned(tmp *os.File, body io.Reader, u string, ti *tuf.TargetFiles, want []byte, progress func(done, total int64)) error {
 	h := sha256.New()
 	var done int64
 	buf := make([]byte, 256<<10)
@@ -164,7 +175,6 @@ func (c *Client) streamTarget(ctx context.Context, ti *tuf.TargetFiles, dst stri
 		if n > 0 {
 			h.Write(buf[:n])
 			if _, err := tmp.Write(buf[:n]); err != nil {
-				tmp.Close()
 				return fmt.Errorf("write %s: %w", tmp.Name(), err)
 			}
 			done += int64(n)
@@ -176,18 +186,22 @@ func (c *Client) streamTarget(ctx context.Context, ti *tuf.TargetFiles, dst stri
 			break
 		}
 		if rerr != nil {
-			tmp.Close()
 			return fmt.Errorf("download %s: %w", u, rerr)
 		}
 	}
 	if done != ti.Length {
-		tmp.Close()
 		return fmt.Errorf("%w: %s is %d bytes, the repository signed %d", ErrUntrusted, ti.Path, done, ti.Length)
 	}
 	if subtle.ConstantTimeCompare(h.Sum(nil), want) != 1 {
-		tmp.Close()
 		return fmt.Errorf("%w: %s does not have the SHA-256 the repository signed", ErrUntrusted, ti.Path)
 	}
+	return nil
+}
+
+// replaceBinary makes the verified tmp the binary dst, with dst's
+// permissions (0755 for a new one), keeping the previous binary as
+// dst.old. It closes tmp.
+func replaceBinary(tmp *os.File, dst string) error {
 	mode := os.FileMode(0o755)
 	if fi, err := os.Stat(dst); err == nil {
 		mode = fi.Mode().Perm()

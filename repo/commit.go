@@ -44,111 +44,12 @@ func (w *Workspace) Commit(ctx context.Context) (*CommitResult, error) {
 		if err != nil {
 			return err
 		}
-		res = &CommitResult{}
-		root := s.root
-		var newRoot *tuf.Metadata[tuf.RootType]
-		if st := staged[tuf.ROOT]; st != nil {
-			if newRoot, err = tuf.Root().FromBytes(st.Metadata); err != nil {
-				return fmt.Errorf("staged root: %w", err)
-			}
-			if err := checkVersion(tuf.ROOT, newRoot.Signed.Version, s.root.Signed.Version); err != nil {
-				return err
-			}
-			if err := thresholdErr(st, s.root.VerifyDelegate(tuf.ROOT, newRoot), fmt.Sprintf("root v%d's root keys", s.root.Signed.Version)); err != nil {
-				return err
-			}
-			if err := thresholdErr(st, newRoot.VerifyDelegate(tuf.ROOT, newRoot), fmt.Sprintf("root v%d's own root keys", newRoot.Signed.Version)); err != nil {
-				return err
-			}
-			if !newRoot.Signed.ConsistentSnapshot {
-				return errors.New("staged root turns consistent snapshots off; mtuf repositories always use them")
-			}
-			root = newRoot
-		}
-		targets := s.roles[tuf.TARGETS]
-		var newTargets *tuf.Metadata[tuf.TargetsType]
-		if st := staged[tuf.TARGETS]; st != nil {
-			if newTargets, err = tuf.Targets().FromBytes(st.Metadata); err != nil {
-				return fmt.Errorf("staged targets: %w", err)
-			}
-			if err := checkVersion(tuf.TARGETS, newTargets.Signed.Version, targets.Signed.Version); err != nil {
-				return err
-			}
-			if err := thresholdErr(st, root.VerifyDelegate(tuf.TARGETS, newTargets), fmt.Sprintf("the targets keys of root v%d", root.Signed.Version)); err != nil {
-				return err
-			}
-			targets = newTargets
-		}
-		newRoles := map[string]*tuf.Metadata[tuf.TargetsType]{}
-		for _, d := range delegations {
-			st := staged[d.name]
-			if st == nil {
-				continue
-			}
-			md, err := tuf.Targets().FromBytes(st.Metadata)
-			if err != nil {
-				return fmt.Errorf("staged %s: %w", d.name, err)
-			}
-			cur, err := s.role(ctx, d.name)
-			if err != nil {
-				return err
-			}
-			if err := checkVersion(d.name, md.Signed.Version, cur.Signed.Version); err != nil {
-				return err
-			}
-			if err := thresholdErr(st, targets.VerifyDelegate(d.name, md), fmt.Sprintf("the %s keys of targets v%d", d.name, targets.Signed.Version)); err != nil {
-				return err
-			}
-			newRoles[d.name] = md
-		}
-
-		// Every check passed: publish. The workspace's online keys
-		// change first, so snapshot and timestamp are signed by the keys
-		// the new root names.
-		for _, st := range staged {
-			w.applyWorkspaceKeys(ctx, st)
-		}
-		w.signerCache = map[string][]signature.Signer{}
-		if newRoot != nil {
-			data, err := newRoot.ToBytes(true)
-			if err != nil {
-				return err
-			}
-			if err := w.Storage.PutOnce(ctx, fmt.Sprintf("metadata/%d.root.json", newRoot.Signed.Version), data); err != nil {
-				return err
-			}
-			s.root = newRoot
-			res.Committed = append(res.Committed, fmt.Sprintf("root v%d", newRoot.Signed.Version))
-		}
-		s.presigned = map[string][]byte{}
-		if newTargets != nil {
-			s.roles[tuf.TARGETS] = newTargets
-			s.presigned[tuf.TARGETS] = staged[tuf.TARGETS].Metadata
-			res.Committed = append(res.Committed, fmt.Sprintf("targets v%d", newTargets.Signed.Version))
-			// A delegated role whose keys changed re-signs its own
-			// metadata and its bins with its new keys.
-			for _, d := range newTargets.Signed.Delegations.Roles {
-				if err := s.followDelegation(ctx, d); err != nil {
-					return err
-				}
-			}
-		}
-		for name, md := range newRoles {
-			s.roles[name] = md
-			s.presigned[name] = staged[name].Metadata
-			delete(s.dirty, name)
-			res.Committed = append(res.Committed, fmt.Sprintf("%s v%d", name, md.Signed.Version))
-		}
-		for _, role := range append(slices.Sorted(maps.Keys(s.dirty)), tuf.SNAPSHOT, tuf.TIMESTAMP) {
-			if _, err := w.signers(ctx, s, role); err != nil {
-				return err
-			}
-		}
-		if err := s.commit(ctx, nil, w.signers, w.expiry); err != nil {
+		c, err := checkStaged(ctx, s, staged)
+		if err != nil {
 			return err
 		}
-		res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
-		return nil
+		res, err = w.applyCommit(ctx, s, staged, c)
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -159,6 +60,141 @@ func (w *Workspace) Commit(ctx context.Context) (*CommitResult, error) {
 	for role := range staged {
 		os.Remove(w.StagedPath(role))
 	}
+	return res, nil
+}
+
+// stagedChange is the staged metadata that passed its checks; a role not
+// staged is nil or absent.
+type stagedChange struct {
+	root    *tuf.Metadata[tuf.RootType]
+	targets *tuf.Metadata[tuf.TargetsType]
+	roles   map[string]*tuf.Metadata[tuf.TargetsType]
+}
+
+// checkStaged checks every staged file top down, each against the
+// metadata that will be trusted when it is published: a new root against
+// the current root and itself, new targets against the root that will be
+// trusted, a delegated role against the targets that will be trusted.
+func checkStaged(ctx context.Context, s *state, staged map[string]*Staged) (*stagedChange, error) {
+	c := &stagedChange{roles: map[string]*tuf.Metadata[tuf.TargetsType]{}}
+	root := s.root
+	if st := staged[tuf.ROOT]; st != nil {
+		md, err := checkStagedRoot(s.root, st)
+		if err != nil {
+			return nil, err
+		}
+		c.root, root = md, md
+	}
+	targets := s.roles[tuf.TARGETS]
+	if st := staged[tuf.TARGETS]; st != nil {
+		md, err := tuf.Targets().FromBytes(st.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("staged targets: %w", err)
+		}
+		if err := checkVersion(tuf.TARGETS, md.Signed.Version, targets.Signed.Version); err != nil {
+			return nil, err
+		}
+		if err := thresholdErr(st, root.VerifyDelegate(tuf.TARGETS, md), fmt.Sprintf("the targets keys of root v%d", root.Signed.Version)); err != nil {
+			return nil, err
+		}
+		c.targets, targets = md, md
+	}
+	for _, d := range delegations {
+		st := staged[d.name]
+		if st == nil {
+			continue
+		}
+		md, err := tuf.Targets().FromBytes(st.Metadata)
+		if err != nil {
+			return nil, fmt.Errorf("staged %s: %w", d.name, err)
+		}
+		cur, err := s.role(ctx, d.name)
+		if err != nil {
+			return nil, err
+		}
+		if err := checkVersion(d.name, md.Signed.Version, cur.Signed.Version); err != nil {
+			return nil, err
+		}
+		if err := thresholdErr(st, targets.VerifyDelegate(d.name, md), fmt.Sprintf("the %s keys of targets v%d", d.name, targets.Signed.Version)); err != nil {
+			return nil, err
+		}
+		c.roles[d.name] = md
+	}
+	return c, nil
+}
+
+// checkStagedRoot checks a staged root: the next version, signed by the
+// threshold of the current root's root keys and of its own.
+func checkStagedRoot(cur *tuf.Metadata[tuf.RootType], st *Staged) (*tuf.Metadata[tuf.RootType], error) {
+	md, err := tuf.Root().FromBytes(st.Metadata)
+	if err != nil {
+		return nil, fmt.Errorf("staged root: %w", err)
+	}
+	if err := checkVersion(tuf.ROOT, md.Signed.Version, cur.Signed.Version); err != nil {
+		return nil, err
+	}
+	if err := thresholdErr(st, cur.VerifyDelegate(tuf.ROOT, md), fmt.Sprintf("root v%d's root keys", cur.Signed.Version)); err != nil {
+		return nil, err
+	}
+	if err := thresholdErr(st, md.VerifyDelegate(tuf.ROOT, md), fmt.Sprintf("root v%d's own root keys", md.Signed.Version)); err != nil {
+		return nil, err
+	}
+	if !md.Signed.ConsistentSnapshot {
+		return nil, errors.New("staged root turns consistent snapshots off; mtuf repositories always use them")
+	}
+	return md, nil
+}
+
+// applyCommit publishes a checked change: root first, then the staged
+// targets-type metadata as signed, then everything re-signed with the
+// workspace's keys, snapshot and timestamp last.
+func (w *Workspace) applyCommit(ctx context.Context, s *state, staged map[string]*Staged, c *stagedChange) (*CommitResult, error) {
+	res := &CommitResult{}
+	// The workspace's online keys change first, so snapshot and
+	// timestamp are signed by the keys the new root names.
+	for _, st := range staged {
+		w.applyWorkspaceKeys(ctx, st)
+	}
+	w.signerCache = map[string][]signature.Signer{}
+	if c.root != nil {
+		data, err := c.root.ToBytes(true)
+		if err != nil {
+			return nil, err
+		}
+		if err := w.Storage.PutOnce(ctx, fmt.Sprintf("metadata/%d.root.json", c.root.Signed.Version), data); err != nil {
+			return nil, err
+		}
+		s.root = c.root
+		res.Committed = append(res.Committed, fmt.Sprintf("root v%d", c.root.Signed.Version))
+	}
+	s.presigned = map[string][]byte{}
+	if c.targets != nil {
+		s.roles[tuf.TARGETS] = c.targets
+		s.presigned[tuf.TARGETS] = staged[tuf.TARGETS].Metadata
+		res.Committed = append(res.Committed, fmt.Sprintf("targets v%d", c.targets.Signed.Version))
+		// A delegated role whose keys changed re-signs its own
+		// metadata and its bins with its new keys.
+		for _, d := range c.targets.Signed.Delegations.Roles {
+			if err := s.followDelegation(ctx, d); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for name, md := range c.roles {
+		s.roles[name] = md
+		s.presigned[name] = staged[name].Metadata
+		delete(s.dirty, name)
+		res.Committed = append(res.Committed, fmt.Sprintf("%s v%d", name, md.Signed.Version))
+	}
+	for _, role := range append(slices.Sorted(maps.Keys(s.dirty)), tuf.SNAPSHOT, tuf.TIMESTAMP) {
+		if _, err := w.signers(ctx, s, role); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.commit(ctx, nil, w.signers, w.expiry); err != nil {
+		return nil, err
+	}
+	res.SnapshotVersion, res.TimestampVersion = s.snapshot.Signed.Version, s.timestamp.Signed.Version
 	return res, nil
 }
 

@@ -184,23 +184,8 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 		return nil, err
 	}
 	res := &LinkedPublishResult{}
-	layout, err := s.layout(ctx)
-	if err != nil {
+	if res.LayoutVerified, err = w.verifyLayout(ctx, s, req, links); err != nil {
 		return nil, err
-	}
-	if layout != nil {
-		files := make(map[string][]byte, len(links))
-		for _, l := range links {
-			files[l.name] = l.data
-		}
-		if err := intoto.VerifySupplyChain(layout.Data, layout.OwnerKeys, files, req.Document, w.now()); err != nil {
-			hint := ""
-			if errors.Is(err, intoto.ErrLinkMissing) && req.PublishSigner == nil {
-				hint = " (sign this publish's link with --link-key, or give the links of every step)"
-			}
-			return nil, fmt.Errorf("the repository's in-toto layout %s refuses these measurements, as clients would: %w%s", metadata.LayoutTarget, err, hint)
-		}
-		res.LayoutVerified = true
 	}
 
 	measName, err := metadata.MeasurementsTarget(m.Image, m.Platform)
@@ -211,34 +196,10 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 	if err != nil {
 		return nil, err
 	}
-	var targets []Target
-	names := []string{}
-	for _, l := range links {
-		names = append(names, l.name)
-		if unchanged && !req.Replace {
-			// The document is published as it is and a link by the same
-			// functionary for the same step attests it already: keep that
-			// one (ECDSA and RSA-PSS signatures differ on every run).
-			if held, err := s.hasTarget(ctx, l.name); err != nil {
-				return nil, err
-			} else if held {
-				continue
-			}
-		}
-		targets = append(targets, Target{Name: l.name, Data: l.data, Custom: metadata.TargetCustom{
-			Kind: metadata.KindLink, Image: m.Image, Platform: m.Platform, Step: l.step, KeyID: l.keyID[:8],
-		}})
+	targets, names, err := s.linkTargets(ctx, req, m, measName, unchanged, links)
+	if err != nil {
+		return nil, err
 	}
-	if unchanged {
-		// Links published earlier for the same document stay valid.
-		prev, err := s.listedLinks(ctx, measName, m.Image, m.Platform)
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, prev...)
-	}
-	slices.Sort(names)
-	names = slices.Compact(names)
 	res.Links = names
 	for _, l := range links {
 		if l.own {
@@ -282,6 +243,66 @@ func (w *Workspace) tryPublishWithLinks(ctx context.Context, req LinkedPublishRe
 		return nil, err
 	}
 	return res, nil
+}
+
+// verifyLayout verifies the supply chain of the document against the
+// repository's in-toto layout, as clients will, and says whether there
+// was a layout to verify against.
+func (w *Workspace) verifyLayout(ctx context.Context, s *state, req LinkedPublishRequest, links []linkTarget) (bool, error) {
+	layout, err := s.layout(ctx)
+	if err != nil {
+		return false, err
+	}
+	if layout == nil {
+		return false, nil
+	}
+	files := make(map[string][]byte, len(links))
+	for _, l := range links {
+		files[l.name] = l.data
+	}
+	if err := intoto.VerifySupplyChain(layout.Data, layout.OwnerKeys, files, req.Document, w.now()); err != nil {
+		hint := ""
+		if errors.Is(err, intoto.ErrLinkMissing) && req.PublishSigner == nil {
+			hint = " (sign this publish's link with --link-key, or give the links of every step)"
+		}
+		return false, fmt.Errorf("the repository's in-toto layout %s refuses these measurements, as clients would: %w%s", metadata.LayoutTarget, err, hint)
+	}
+	return true, nil
+}
+
+// linkTargets returns the link targets to add, and the names of every link
+// the document's custom metadata lists, sorted: those of this publish and,
+// when the document is already published as it is, those published with it
+// before.
+func (s *state) linkTargets(ctx context.Context, req LinkedPublishRequest, m *metadata.Measurements, measName string, unchanged bool, links []linkTarget) ([]Target, []string, error) {
+	var targets []Target
+	names := []string{}
+	for _, l := range links {
+		names = append(names, l.name)
+		if unchanged && !req.Replace {
+			// The document is published as it is and a link by the same
+			// functionary for the same step attests it already: keep that
+			// one (ECDSA and RSA-PSS signatures differ on every run).
+			if held, err := s.hasTarget(ctx, l.name); err != nil {
+				return nil, nil, err
+			} else if held {
+				continue
+			}
+		}
+		targets = append(targets, Target{Name: l.name, Data: l.data, Custom: metadata.TargetCustom{
+			Kind: metadata.KindLink, Image: m.Image, Platform: m.Platform, Step: l.step, KeyID: l.keyID[:8],
+		}})
+	}
+	if unchanged {
+		// Links published earlier for the same document stay valid.
+		prev, err := s.listedLinks(ctx, measName, m.Image, m.Platform)
+		if err != nil {
+			return nil, nil, err
+		}
+		names = append(names, prev...)
+	}
+	slices.Sort(names)
+	return targets, slices.Compact(names), nil
 }
 
 // addTargetWithCustom is addTarget for a target whose custom metadata may

@@ -183,6 +183,25 @@ func (m *mirror) verify(ctx context.Context, anchor []byte, now time.Time) error
 		return err
 	}
 	m.roots = append(m.roots, &mirrorFile{name: rootName(trusted.Root.Signed.Version), data: anchor})
+	if err := m.newerRoots(ctx, trusted); err != nil {
+		return err
+	}
+	if err := m.verifyTimestamp(ctx, trusted); err != nil {
+		return err
+	}
+	if err := m.verifySnapshot(ctx, trusted); err != nil {
+		return err
+	}
+	if err := m.verifyTargets(ctx, trusted); err != nil {
+		return err
+	}
+	m.reachableTargets(trusted)
+	return nil
+}
+
+// newerRoots fetches and verifies the roots after the trusted one, as
+// far as the source has them.
+func (m *mirror) newerRoots(ctx context.Context, trusted *trustedmetadata.TrustedMetadata) error {
 	for v := trusted.Root.Signed.Version + 1; v <= trusted.Root.Signed.Version+mirrorMaxRootRotations; v++ {
 		name := rootName(v)
 		data, err := m.src.get(ctx, name, mirrorRootMaxLength)
@@ -197,24 +216,32 @@ func (m *mirror) verify(ctx context.Context, anchor []byte, now time.Time) error
 		}
 		m.roots = append(m.roots, &mirrorFile{name: name, data: data})
 	}
+	return nil
+}
 
-	const tsName = timestampName
-	data, err := m.fetch(ctx, tsName, mirrorTimestampMaxLength)
+// verifyTimestamp fetches and verifies timestamp.json.
+func (m *mirror) verifyTimestamp(ctx context.Context, trusted *trustedmetadata.TrustedMetadata) error {
+	data, err := m.fetch(ctx, timestampName, mirrorTimestampMaxLength)
 	if err != nil {
 		return err
 	}
 	if _, err := trusted.UpdateTimestamp(data); err != nil {
-		return m.untrusted(tsName, err)
+		return m.untrusted(timestampName, err)
 	}
-	m.timestamp = &mirrorFile{name: tsName, data: data}
+	m.timestamp = &mirrorFile{name: timestampName, data: data}
 	m.res.TimestampVersion = trusted.Timestamp.Signed.Version
+	return nil
+}
 
+// verifySnapshot fetches and verifies the snapshot the timestamp names.
+func (m *mirror) verifySnapshot(ctx context.Context, trusted *trustedmetadata.TrustedMetadata) error {
 	snapMeta := trusted.Timestamp.Signed.Meta["snapshot.json"]
 	if snapMeta == nil {
-		return m.untrusted(tsName, errors.New("it names no snapshot"))
+		return m.untrusted(timestampName, errors.New("it names no snapshot"))
 	}
 	snapName := fmt.Sprintf("metadata/%d.snapshot.json", snapMeta.Version)
-	if data, err = m.fetch(ctx, snapName, lengthOr(snapMeta.Length, mirrorSnapshotMaxLength)); err != nil {
+	data, err := m.fetch(ctx, snapName, lengthOr(snapMeta.Length, mirrorSnapshotMaxLength))
+	if err != nil {
 		return err
 	}
 	if _, err := trusted.UpdateSnapshot(data, false); err != nil {
@@ -222,9 +249,14 @@ func (m *mirror) verify(ctx context.Context, anchor []byte, now time.Time) error
 	}
 	m.snapshot = &mirrorFile{name: snapName, data: data}
 	m.res.SnapshotVersion = trusted.Snapshot.Signed.Version
+	return nil
+}
 
-	// Every role the top-level targets delegates to, and theirs, breadth
-	// first: a bin is only loaded once the role that delegates to it is.
+// verifyTargets fetches and verifies every role the top-level targets
+// delegates to, and theirs, breadth first: a bin is only loaded once the
+// role that delegates to it is.
+func (m *mirror) verifyTargets(ctx context.Context, trusted *trustedmetadata.TrustedMetadata) error {
+	snapName := m.snapshot.name
 	type pending struct{ role, parent string }
 	queue := []pending{{tuf.TARGETS, tuf.ROOT}}
 	seen := map[string]bool{tuf.TARGETS: true}
@@ -262,10 +294,14 @@ func (m *mirror) verify(ctx context.Context, anchor []byte, now time.Time) error
 		}
 	}
 	m.res.Roles = len(m.roles)
+	return nil
+}
 
-	// The target files a client can reach: those the delegation walk for
-	// their path ends on. An entry in a role that the walk never reaches
-	// for that path is not something any client would download.
+// reachableTargets lists the target files a client can reach: those the
+// delegation walk for their path ends on. An entry in a role that the
+// walk never reaches for that path is not something any client would
+// download.
+func (m *mirror) reachableTargets(trusted *trustedmetadata.TrustedMetadata) {
 	files := map[string]*mirrorFile{}
 	for _, md := range trusted.Targets {
 		for p, tf := range md.Signed.Targets {
@@ -284,7 +320,6 @@ func (m *mirror) verify(ctx context.Context, anchor []byte, now time.Time) error
 	}
 	sort.Slice(m.targets, func(i, j int) bool { return m.targets[i].name < m.targets[j].name })
 	m.res.Targets = len(m.targets)
-	return nil
 }
 
 // olderRoots fetches the roots before the anchor, which clients that

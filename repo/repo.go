@@ -67,24 +67,9 @@ func Init(ctx context.Context, dir string, cfg InitConfig, kr keys.Resolver, now
 	if _, err := os.Stat(filepath.Join(dir, WorkspaceFile)); err == nil {
 		return nil, fmt.Errorf("%s is already an mtuf workspace; use another directory", dir)
 	}
-	roles := map[string]RoleKeys{tuf.ROOT: cfg.Root, tuf.TARGETS: cfg.Targets, tuf.SNAPSHOT: cfg.Snapshot, tuf.TIMESTAMP: cfg.Timestamp, RoleMeasurements: cfg.Measurements, RoleReleases: cfg.Releases}
-	order := []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP, RoleMeasurements, RoleReleases}
-	bins := map[string]int{RoleMeasurements: cfg.MeasurementsBins, RoleReleases: cfg.ReleasesBins}
-	for _, r := range order {
-		if r == RoleReleases && len(cfg.Releases.Keys) == 0 {
-			continue
-		}
-		if err := roles[r].check(r); err != nil {
-			return nil, err
-		}
-	}
-	for _, d := range delegations {
-		if bins[d.name] == 0 {
-			bins[d.name] = d.defaultBins
-		}
-		if _, err := bitLength(bins[d.name]); err != nil {
-			return nil, fmt.Errorf("--%s-bins: %w", d.name, err)
-		}
+	bins, err := cfg.check()
+	if err != nil {
+		return nil, err
 	}
 	storageURL, err := normalizeStorage(cfg.Storage)
 	if err != nil {
@@ -106,28 +91,95 @@ func Init(ctx context.Context, dir string, cfg InitConfig, kr keys.Resolver, now
 		Expiry:  cfg.Expiry,
 	}, signerCache: map[string][]signature.Signer{}}
 
-	// Every key as TUF sees it, and the signers of the offline roles.
+	roles := cfg.roles()
+	tufKeys, err := w.loadInitKeys(ctx, roles)
+	if err != nil {
+		return nil, err
+	}
+	root, rootBytes, err := w.newRoot(roles, tufKeys)
+	if err != nil {
+		return nil, err
+	}
+	s := w.newState(st, root, roles, bins, tufKeys)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", dir, err)
+	}
+	if err := w.save(); err != nil {
+		return nil, fmt.Errorf("workspace %s: %w", dir, err)
+	}
+	if err := st.PutOnce(ctx, "metadata/1.root.json", rootBytes); err != nil {
+		return nil, err
+	}
+	if err := s.commit(ctx, nil, w.signers, w.expiry); err != nil {
+		return nil, err
+	}
+	// The offline keys were needed for this once; a workspace never
+	// keeps them.
+	delete(w.signerCache, tuf.ROOT)
+	delete(w.signerCache, tuf.TARGETS)
+	return w, nil
+}
+
+// initOrder is the order in which Init checks and loads the roles' keys:
+// the top-level roles first, so that a mistake there is reported first.
+var initOrder = []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP, RoleMeasurements, RoleReleases}
+
+// roles returns the keys of each role by role name.
+func (cfg InitConfig) roles() map[string]RoleKeys {
+	return map[string]RoleKeys{tuf.ROOT: cfg.Root, tuf.TARGETS: cfg.Targets, tuf.SNAPSHOT: cfg.Snapshot, tuf.TIMESTAMP: cfg.Timestamp, RoleMeasurements: cfg.Measurements, RoleReleases: cfg.Releases}
+}
+
+// check checks every role's keys and threshold and the hash bin counts,
+// before anything is written, and returns the bin count of each delegated
+// role with the defaults filled in.
+func (cfg InitConfig) check() (map[string]int, error) {
+	roles := cfg.roles()
+	for _, r := range initOrder {
+		if r == RoleReleases && len(cfg.Releases.Keys) == 0 {
+			continue
+		}
+		if err := roles[r].check(r); err != nil {
+			return nil, err
+		}
+	}
+	bins := map[string]int{RoleMeasurements: cfg.MeasurementsBins, RoleReleases: cfg.ReleasesBins}
+	for _, d := range delegations {
+		if bins[d.name] == 0 {
+			bins[d.name] = d.defaultBins
+		}
+		if _, err := bitLength(bins[d.name]); err != nil {
+			return nil, fmt.Errorf("--%s-bins: %w", d.name, err)
+		}
+	}
+	return bins, nil
+}
+
+// loadInitKeys returns every role's keys as TUF sees them. It keeps the
+// signers of the offline roles, root and targets, in the signer cache for
+// the first signing, and records the references of the other roles' keys
+// in the workspace configuration.
+func (w *Workspace) loadInitKeys(ctx context.Context, roles map[string]RoleKeys) (map[string][]*tuf.Key, error) {
 	tufKeys := map[string][]*tuf.Key{}
-	for _, r := range order {
+	for _, r := range initOrder {
 		seen := map[string]string{}
 		for _, ref := range roles[r].Keys {
 			var key *tuf.Key
 			if r == tuf.ROOT || r == tuf.TARGETS {
-				signer, k, err := loadSigner(ctx, ref, kr)
+				signer, k, err := loadSigner(ctx, ref, w.Keys)
 				if err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
 				w.signerCache[r] = append(w.signerCache[r], signer)
 				key = k
 			} else {
-				pub, err := publicKey(ctx, ref, kr)
+				pub, err := publicKey(ctx, ref, w.Keys)
 				if err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
 				if key, err = keys.TUFKey(pub); err != nil {
 					return nil, fmt.Errorf("%s key %s: %w", r, ref, err)
 				}
-				w.Config.Keys[r] = append(w.Config.Keys[r], recordRef(kr, ref))
+				w.Config.Keys[r] = append(w.Config.Keys[r], recordRef(w.Keys, ref))
 			}
 			id, err := key.ID()
 			if err != nil {
@@ -140,25 +192,36 @@ func Init(ctx context.Context, dir string, cfg InitConfig, kr keys.Resolver, now
 			tufKeys[r] = append(tufKeys[r], key)
 		}
 	}
+	return tufKeys, nil
+}
 
+// newRoot returns version 1 of root, signed by every root key, and its
+// bytes.
+func (w *Workspace) newRoot(roles map[string]RoleKeys, tufKeys map[string][]*tuf.Key) (*tuf.Metadata[tuf.RootType], []byte, error) {
 	root := tuf.Root(w.expiry(tuf.ROOT))
 	root.Signed.ConsistentSnapshot = true
 	for _, r := range []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP} {
 		for _, k := range tufKeys[r] {
 			if err := root.Signed.AddKey(k, r); err != nil {
-				return nil, fmt.Errorf("role %s: %w", r, err)
+				return nil, nil, fmt.Errorf("role %s: %w", r, err)
 			}
 		}
 		root.Signed.Roles[r].Threshold = roles[r].Threshold
 	}
 	if _, err := signAndEncode(root, w.signerCache[tuf.ROOT]); err != nil {
-		return nil, fmt.Errorf("sign root: %w", err)
+		return nil, nil, fmt.Errorf("sign root: %w", err)
 	}
 	rootBytes, err := root.ToBytes(true)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return root, rootBytes, nil
+}
 
+// newState returns the first state of the repository, every role dirty:
+// targets delegating to each delegated role that has keys, each of those
+// delegating to its empty hash bins, snapshot and timestamp.
+func (w *Workspace) newState(st Storage, root *tuf.Metadata[tuf.RootType], roles map[string]RoleKeys, bins map[string]int, tufKeys map[string][]*tuf.Key) *state {
 	s := &state{st: st, root: root, fresh: true,
 		snapshot:  tuf.Snapshot(w.expiry(tuf.SNAPSHOT)),
 		timestamp: tuf.Timestamp(w.expiry(tuf.TIMESTAMP)),
@@ -197,23 +260,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig, kr keys.Resolver, now
 			s.roles[bin], s.dirty[bin] = tuf.Targets(w.expiry(bin)), true
 		}
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", dir, err)
-	}
-	if err := w.save(); err != nil {
-		return nil, fmt.Errorf("workspace %s: %w", dir, err)
-	}
-	if err := st.PutOnce(ctx, "metadata/1.root.json", rootBytes); err != nil {
-		return nil, err
-	}
-	if err := s.commit(ctx, nil, w.signers, w.expiry); err != nil {
-		return nil, err
-	}
-	// The offline keys were needed for this once; a workspace never
-	// keeps them.
-	delete(w.signerCache, tuf.ROOT)
-	delete(w.signerCache, tuf.TARGETS)
-	return w, nil
+	return s
 }
 
 func loadSigner(ctx context.Context, ref string, r keys.Resolver) (signature.Signer, *tuf.Key, error) {

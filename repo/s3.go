@@ -72,74 +72,30 @@ var _ ConditionalStorage = (*S3Storage)(nil)
 // form). It does no network I/O: a wrong bucket or missing credentials
 // show up on the first read or write, naming the object.
 func NewS3Storage(ctx context.Context, u *url.URL) (*S3Storage, error) {
-	// Never echo a password that was put in the URL by mistake.
+	loc, err := parseS3URL(u)
+	if err != nil {
+		return nil, err
+	}
 	shown := u.Redacted()
-	if u.Scheme != "s3" {
-		return nil, fmt.Errorf("storage %s: not an s3:// URL", shown)
-	}
-	if u.User != nil {
-		return nil, fmt.Errorf("storage %s: credentials do not belong in the storage URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE", shown)
-	}
-	if u.Host == "" || u.Opaque != "" {
-		return nil, fmt.Errorf("storage %s: no bucket: use s3://BUCKET/PREFIX", shown)
-	}
-	prefix := strings.Trim(u.Path, "/")
-	if prefix != "" {
-		if path.Clean(prefix) != prefix || prefix == "." || prefix == ".." || strings.HasPrefix(prefix, "../") {
-			return nil, fmt.Errorf("storage %s: prefix %q is not a clean folder path", shown, prefix)
-		}
-		prefix += "/"
-	}
-
-	var endpoint, region string
-	pathStyle := false
-	for key, values := range u.Query() {
-		if len(values) != 1 {
-			return nil, fmt.Errorf("storage %s: option %s given %d times", shown, key, len(values))
-		}
-		v := values[0]
-		switch key {
-		case "endpoint":
-			e, err := url.Parse(v)
-			if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
-				return nil, fmt.Errorf("storage %s: endpoint %q is not an http:// or https:// URL", shown, v)
-			}
-			endpoint = v
-		case "region":
-			if v == "" {
-				return nil, fmt.Errorf("storage %s: empty region", shown)
-			}
-			region = v
-		case "path-style":
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, fmt.Errorf("storage %s: path-style=%q is not true or false", shown, v)
-			}
-			pathStyle = b
-		default:
-			return nil, fmt.Errorf("storage %s: unknown option %q (known: endpoint, region, path-style)", shown, key)
-		}
-	}
-
 	var opts []func(*config.LoadOptions) error
-	if region != "" {
-		opts = append(opts, config.WithRegion(region))
+	if loc.region != "" {
+		opts = append(opts, config.WithRegion(loc.region))
 	}
 	cfg, err := config.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("storage %s: AWS configuration: %w", shown, err)
 	}
 	if cfg.Region == "" {
-		if endpoint == "" {
+		if loc.endpoint == "" {
 			return nil, fmt.Errorf("storage %s: no region: add ?region=REGION to the URL or set AWS_REGION", shown)
 		}
 		// Stores other than AWS accept any region; SigV4 still needs one.
 		cfg.Region = "us-east-1"
 	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.UsePathStyle = pathStyle
-		if endpoint != "" {
-			o.BaseEndpoint = aws.String(endpoint)
+		o.UsePathStyle = loc.pathStyle
+		if loc.endpoint != "" {
+			o.BaseEndpoint = aws.String(loc.endpoint)
 			// The SDK's default CRC checksums (aws-chunked uploads with
 			// trailers) are not understood by every S3-compatible store;
 			// SigV4 already covers the payload's SHA-256. An explicit
@@ -152,7 +108,68 @@ func NewS3Storage(ctx context.Context, u *url.URL) (*S3Storage, error) {
 			}
 		}
 	})
-	return &S3Storage{client: client, bucket: u.Host, prefix: prefix}, nil
+	return &S3Storage{client: client, bucket: loc.bucket, prefix: loc.prefix}, nil
+}
+
+// s3Location is what an s3:// storage URL says: where the repository is
+// and how to reach the store.
+type s3Location struct {
+	bucket    string
+	prefix    string // "" or a folder ending in "/"
+	endpoint  string
+	region    string
+	pathStyle bool
+}
+
+// parseS3URL checks an s3:// storage URL and its options.
+func parseS3URL(u *url.URL) (s3Location, error) {
+	// Never echo a password that was put in the URL by mistake.
+	shown := u.Redacted()
+	var loc s3Location
+	if u.Scheme != "s3" {
+		return loc, fmt.Errorf("storage %s: not an s3:// URL", shown)
+	}
+	if u.User != nil {
+		return loc, fmt.Errorf("storage %s: credentials do not belong in the storage URL: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY or AWS_PROFILE", shown)
+	}
+	if u.Host == "" || u.Opaque != "" {
+		return loc, fmt.Errorf("storage %s: no bucket: use s3://BUCKET/PREFIX", shown)
+	}
+	loc.bucket = u.Host
+	if prefix := strings.Trim(u.Path, "/"); prefix != "" {
+		if path.Clean(prefix) != prefix || prefix == "." || prefix == ".." || strings.HasPrefix(prefix, "../") {
+			return loc, fmt.Errorf("storage %s: prefix %q is not a clean folder path", shown, prefix)
+		}
+		loc.prefix = prefix + "/"
+	}
+	for key, values := range u.Query() {
+		if len(values) != 1 {
+			return loc, fmt.Errorf("storage %s: option %s given %d times", shown, key, len(values))
+		}
+		v := values[0]
+		switch key {
+		case "endpoint":
+			e, err := url.Parse(v)
+			if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
+				return loc, fmt.Errorf("storage %s: endpoint %q is not an http:// or https:// URL", shown, v)
+			}
+			loc.endpoint = v
+		case "region":
+			if v == "" {
+				return loc, fmt.Errorf("storage %s: empty region", shown)
+			}
+			loc.region = v
+		case "path-style":
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return loc, fmt.Errorf("storage %s: path-style=%q is not true or false", shown, v)
+			}
+			loc.pathStyle = b
+		default:
+			return loc, fmt.Errorf("storage %s: unknown option %q (known: endpoint, region, path-style)", shown, key)
+		}
+	}
+	return loc, nil
 }
 
 // Bucket is the bucket the repository lives in.

@@ -97,70 +97,14 @@ func (w *Workspace) Stage(ctx context.Context, req StageRequest) (string, error)
 	var md any
 	switch req.Role {
 	case tuf.ROOT:
-		next, err := copyMetadata(s.root)
-		if err != nil {
-			return "", err
-		}
-		next.Signed.Version++
-		next.Signed.Expires = expires
-		for _, c := range req.Changes {
-			if _, ok := next.Signed.Roles[c.Role]; !ok {
-				return "", fmt.Errorf("a root has no role %q: change root, targets, snapshot or timestamp keys", c.Role)
-			}
-			if err := w.applyRootChange(ctx, next, c, st); err != nil {
-				return "", err
-			}
-		}
-		st.Authorities = []Authority{
-			authorityOf(fmt.Sprintf("root v%d (current)", s.root.Signed.Version), s.root.Signed.Keys, s.root.Signed.Roles[tuf.ROOT]),
-			authorityOf(fmt.Sprintf("root v%d (new)", next.Signed.Version), next.Signed.Keys, next.Signed.Roles[tuf.ROOT]),
-		}
-		md = next
+		md, err = w.stageRoot(ctx, s, req, expires, st)
 	case tuf.TARGETS:
-		next, err := copyMetadata(s.roles[tuf.TARGETS])
-		if err != nil {
-			return "", err
-		}
-		next.Signed.Version++
-		next.Signed.Expires = expires
-		for _, c := range req.Changes {
-			if err := w.applyDelegationChange(ctx, next, c, st); err != nil {
-				return "", err
-			}
-		}
-		// With a new root staged too, the targets keys it names sign;
-		// both are committed together.
-		root := s.root
-		if sr, err := ReadStaged(w.StagedPath(tuf.ROOT)); err == nil {
-			if r, err := tuf.Root().FromBytes(sr.Metadata); err == nil {
-				root = r
-			}
-		}
-		st.Authorities = []Authority{authorityOf(fmt.Sprintf("targets keys of root v%d", root.Signed.Version), root.Signed.Keys, root.Signed.Roles[tuf.TARGETS])}
-		md = next
+		md, err = w.stageTargets(ctx, s, req, expires, st)
 	default:
-		if _, ok := delegationFor(req.Role); !ok {
-			return "", fmt.Errorf("cannot stage %q: stage root, targets, %s or %s", req.Role, RoleMeasurements, RoleReleases)
-		}
-		if len(req.Changes) > 0 {
-			return "", fmt.Errorf("the keys of role %s are set by the targets role: stage targets with --add-key %s:FILE", req.Role, req.Role)
-		}
-		cur, err := s.role(ctx, req.Role)
-		if err != nil {
-			return "", err
-		}
-		next, err := copyMetadata(cur)
-		if err != nil {
-			return "", err
-		}
-		next.Signed.Version++
-		next.Signed.Expires = expires
-		ids, threshold, err := s.keysOf(ctx, req.Role)
-		if err != nil {
-			return "", err
-		}
-		st.Authorities = []Authority{authorityOf(fmt.Sprintf("%s keys of targets v%d", req.Role, s.roles[tuf.TARGETS].Signed.Version), s.roles[tuf.TARGETS].Signed.Delegations.Keys, &tuf.Role{KeyIDs: ids, Threshold: threshold})}
-		md = next
+		md, err = stageDelegated(ctx, s, req, expires, st)
+	}
+	if err != nil {
+		return "", err
 	}
 	raw, err := json.Marshal(md)
 	if err != nil {
@@ -172,6 +116,83 @@ func (w *Workspace) Stage(ctx context.Context, req StageRequest) (string, error)
 		return "", fmt.Errorf("%s is already staged (%s): commit it, or remove the file to start over", req.Role, p)
 	}
 	return p, writeStaged(p, st)
+}
+
+// stageRoot returns the next root with the key changes applied; both the
+// current root's root keys and the new root's must sign it.
+func (w *Workspace) stageRoot(ctx context.Context, s *state, req StageRequest, expires time.Time, st *Staged) (*tuf.Metadata[tuf.RootType], error) {
+	next, err := copyMetadata(s.root)
+	if err != nil {
+		return nil, err
+	}
+	next.Signed.Version++
+	next.Signed.Expires = expires
+	for _, c := range req.Changes {
+		if _, ok := next.Signed.Roles[c.Role]; !ok {
+			return nil, fmt.Errorf("a root has no role %q: change root, targets, snapshot or timestamp keys", c.Role)
+		}
+		if err := w.applyRootChange(ctx, next, c, st); err != nil {
+			return nil, err
+		}
+	}
+	st.Authorities = []Authority{
+		authorityOf(fmt.Sprintf("root v%d (current)", s.root.Signed.Version), s.root.Signed.Keys, s.root.Signed.Roles[tuf.ROOT]),
+		authorityOf(fmt.Sprintf("root v%d (new)", next.Signed.Version), next.Signed.Keys, next.Signed.Roles[tuf.ROOT]),
+	}
+	return next, nil
+}
+
+// stageTargets returns the next top-level targets with the changes to
+// its delegations' keys applied.
+func (w *Workspace) stageTargets(ctx context.Context, s *state, req StageRequest, expires time.Time, st *Staged) (*tuf.Metadata[tuf.TargetsType], error) {
+	next, err := copyMetadata(s.roles[tuf.TARGETS])
+	if err != nil {
+		return nil, err
+	}
+	next.Signed.Version++
+	next.Signed.Expires = expires
+	for _, c := range req.Changes {
+		if err := w.applyDelegationChange(ctx, next, c, st); err != nil {
+			return nil, err
+		}
+	}
+	// With a new root staged too, the targets keys it names sign;
+	// both are committed together.
+	root := s.root
+	if sr, err := ReadStaged(w.StagedPath(tuf.ROOT)); err == nil {
+		if r, err := tuf.Root().FromBytes(sr.Metadata); err == nil {
+			root = r
+		}
+	}
+	st.Authorities = []Authority{authorityOf(fmt.Sprintf("targets keys of root v%d", root.Signed.Version), root.Signed.Keys, root.Signed.Roles[tuf.TARGETS])}
+	return next, nil
+}
+
+// stageDelegated returns the next version of a delegated role, the same
+// content with a new expiry: its keys are changed by staging targets.
+func stageDelegated(ctx context.Context, s *state, req StageRequest, expires time.Time, st *Staged) (*tuf.Metadata[tuf.TargetsType], error) {
+	if _, ok := delegationFor(req.Role); !ok {
+		return nil, fmt.Errorf("cannot stage %q: stage root, targets, %s or %s", req.Role, RoleMeasurements, RoleReleases)
+	}
+	if len(req.Changes) > 0 {
+		return nil, fmt.Errorf("the keys of role %s are set by the targets role: stage targets with --add-key %s:FILE", req.Role, req.Role)
+	}
+	cur, err := s.role(ctx, req.Role)
+	if err != nil {
+		return nil, err
+	}
+	next, err := copyMetadata(cur)
+	if err != nil {
+		return nil, err
+	}
+	next.Signed.Version++
+	next.Signed.Expires = expires
+	ids, threshold, err := s.keysOf(ctx, req.Role)
+	if err != nil {
+		return nil, err
+	}
+	st.Authorities = []Authority{authorityOf(fmt.Sprintf("%s keys of targets v%d", req.Role, s.roles[tuf.TARGETS].Signed.Version), s.roles[tuf.TARGETS].Signed.Delegations.Keys, &tuf.Role{KeyIDs: ids, Threshold: threshold})}
+	return next, nil
 }
 
 func copyMetadata[T tuf.Roles](md *tuf.Metadata[T]) (*tuf.Metadata[T], error) {

@@ -66,7 +66,24 @@ type options struct {
 	eventLogOut    string
 }
 
+// run runs mtuf-agent with args and returns its exit status, having
+// printed the error, if any, to stderr.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := newCommand(stdout, stderr)
+	cmd.SetArgs(args)
+	err := cmd.ExecuteContext(ctx)
+	code, silent := cli.Code(err)
+	if err == nil || silent {
+		return code
+	}
+	fmt.Fprintf(stderr, "mtuf-agent: %v\n", err)
+	if code == cli.ExitUsage {
+		fmt.Fprintln(stderr, "Run 'mtuf-agent --help' for usage.")
+	}
+	return code
+}
+
+func newCommand(stdout, stderr io.Writer) *cobra.Command {
 	var opts options
 	cmd := &cobra.Command{
 		Use:   "mtuf-agent",
@@ -140,20 +157,9 @@ is sent along as an intermediate.`,
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return cli.Usage(err)
 	})
-	cmd.SetArgs(args)
 	cmd.SetOut(stdout)
 	cmd.SetErr(stderr)
-
-	err := cmd.ExecuteContext(ctx)
-	code, silent := cli.Code(err)
-	if err == nil || silent {
-		return code
-	}
-	fmt.Fprintf(stderr, "mtuf-agent: %v\n", err)
-	if code == cli.ExitUsage {
-		fmt.Fprintln(stderr, "Run 'mtuf-agent --help' for usage.")
-	}
-	return code
+	return cmd
 }
 
 func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
@@ -170,22 +176,9 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 		return err
 	}
 	testTPM := tpm.IsTestTPM(opts.tpmSpec)
-	var chain *tpm.BootChain
-	if opts.bootLog != "" {
-		if !testTPM {
-			return cli.Usage(fmt.Errorf("--boot-log extends PCRs, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): the PCRs of %q hold this machine's real boot", opts.tpmSpec))
-		}
-		if chain, err = tpm.LoadBootChain(opts.bootLog); err != nil {
-			return err
-		}
-	}
-	if opts.clusterID != "" {
-		if !testTPM {
-			return cli.Usage(fmt.Errorf("--cluster-id extends PCR 15, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): on a real node, the node's initialization extends PCR 15 once, not the agent at every start"))
-		}
-		if chain, err = withClusterID(chain, opts.clusterID); err != nil {
-			return cli.Usage(fmt.Errorf("--cluster-id: %w", err))
-		}
+	chain, err := bootChain(opts, testTPM)
+	if err != nil {
+		return err
 	}
 	ca, err := loadAKCA(ctx, opts, stderr)
 	if err != nil {
@@ -219,6 +212,57 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	}
 	defer srv.Close()
 
+	if err := writeStartupFiles(opts, srv, eventLog); err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	if opts.readyFile != "" {
+		if err := safefile.WriteFile(opts.readyFile, []byte(addr+"\n"), 0o644); err != nil {
+			return fmt.Errorf("--ready-file: %w", err)
+		}
+		defer os.Remove(opts.readyFile)
+	}
+
+	attrs := []any{"addr", addr, "tpm", opts.tpmSpec, "ak", akType.String(), "event_log_bytes", len(eventLog)}
+	if cert := srv.AKCertificate(); cert != nil {
+		attrs = append(attrs, "ak_cert", cert.Subject.String(), "ak_cert_issuer", cert.Issuer.String(), "ak_cert_expires", cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if opts.clusterID != "" {
+		attrs = append(attrs, "cluster_id", opts.clusterID)
+	}
+	return serveHTTP(ctx, ln, srv, logger, attrs)
+}
+
+// bootChain returns the boot the agent measures into a test TPM at
+// start-up: the described boot of --boot-log, then the cluster ID's
+// extension of PCR 15; nil when there is none. Both extend PCRs, so
+// both are refused for a device.
+func bootChain(opts options, testTPM bool) (*tpm.BootChain, error) {
+	var chain *tpm.BootChain
+	var err error
+	if opts.bootLog != "" {
+		if !testTPM {
+			return nil, cli.Usage(fmt.Errorf("--boot-log extends PCRs, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): the PCRs of %q hold this machine's real boot", opts.tpmSpec))
+		}
+		if chain, err = tpm.LoadBootChain(opts.bootLog); err != nil {
+			return nil, err
+		}
+	}
+	if opts.clusterID != "" {
+		if !testTPM {
+			return nil, cli.Usage(fmt.Errorf("--cluster-id extends PCR 15, so it needs a test TPM (--tpm sim, sim:SEED or tcp://HOST:PORT): on a real node, the node's initialization extends PCR 15 once, not the agent at every start"))
+		}
+		if chain, err = withClusterID(chain, opts.clusterID); err != nil {
+			return nil, cli.Usage(fmt.Errorf("--cluster-id: %w", err))
+		}
+	}
+	return chain, nil
+}
+
+// writeStartupFiles writes what the agent was asked to write at start-up:
+// the AK's public key, its certificate (when it has one) and the event
+// log it serves.
+func writeStartupFiles(opts options, srv *agent.Server, eventLog []byte) error {
 	if opts.akPubOut != "" {
 		if err := safefile.WriteFile(opts.akPubOut, srv.AKPublicPEM(), 0o644); err != nil {
 			return fmt.Errorf("--ak-pub-out: %w", err)
@@ -234,14 +278,14 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 			return fmt.Errorf("--event-log-out: %w", err)
 		}
 	}
-	addr := ln.Addr().String()
-	if opts.readyFile != "" {
-		if err := safefile.WriteFile(opts.readyFile, []byte(addr+"\n"), 0o644); err != nil {
-			return fmt.Errorf("--ready-file: %w", err)
-		}
-		defer os.Remove(opts.readyFile)
-	}
+	return nil
+}
 
+// serveHTTP serves srv on ln until ctx is done, then shuts the server down,
+// giving requests in flight shutdownTimeout to finish. attrs describe the
+// agent in the log line that says it is serving.
+func serveHTTP(ctx context.Context, ln net.Listener, srv http.Handler, logger *slog.Logger, attrs []any) error {
+	addr := ln.Addr().String()
 	hs := &http.Server{
 		Handler:           logRequests(srv, logger),
 		ReadHeaderTimeout: readHeaderTimeout,
@@ -253,13 +297,6 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- hs.Serve(ln) }()
-	attrs := []any{"addr", addr, "tpm", opts.tpmSpec, "ak", akType.String(), "event_log_bytes", len(eventLog)}
-	if cert := srv.AKCertificate(); cert != nil {
-		attrs = append(attrs, "ak_cert", cert.Subject.String(), "ak_cert_issuer", cert.Issuer.String(), "ak_cert_expires", cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if opts.clusterID != "" {
-		attrs = append(attrs, "cluster_id", opts.clusterID)
-	}
 	logger.Info("serving attestations", attrs...)
 
 	select {

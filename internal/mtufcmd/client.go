@@ -181,19 +181,22 @@ func newClientListCmd(g *globals, stateDir func() (string, error)) *cobra.Comman
 	return c
 }
 
+type verifyOptions struct {
+	nodes        []string
+	nodesFile    string
+	akFiles      []string
+	caFiles      []string
+	clusterID    string
+	clusterIDSet bool
+	referenceLog string
+	timeout      time.Duration
+	concurrency  int
+	output       string
+	update       bool
+}
+
 func newClientVerifyCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
-	var (
-		nodes        []string
-		nodesFile    string
-		akFiles      []string
-		caFiles      []string
-		clusterID    string
-		referenceLog string
-		timeout      time.Duration
-		concurrency  int
-		output       string
-		update       bool
-	)
+	var o verifyOptions
 	c := &cobra.Command{
 		Use:   "verify --node HOST:PORT ... | --nodes-file FILE  --trusted-ak FILE ... | --ak-ca CA.pem",
 		Short: "Verify nodes' TPM attestations against the trusted measurements",
@@ -235,91 +238,107 @@ which case no node was asked.`,
   mtuf client verify --nodes-file nodes.txt --ak-ca vtpm-ca.pem --reference-log release.eventlog`,
 		Args: noArgs,
 		PreRunE: func(cmd *cobra.Command, args []string) error {
-			switch output {
+			switch o.output {
 			case "table", "text", "json":
 				return nil
 			}
-			return usageErr("--output must be table or json, not %q", output)
+			return usageErr("--output must be table or json, not %q", o.output)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			all, err := collectNodes(nodes, nodesFile)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			if concurrency < 1 {
-				return usageErr("--concurrency %d: give at least 1", concurrency)
-			}
-			if timeout <= 0 {
-				return usageErr("--timeout %v: give a positive duration such as 10s", timeout)
-			}
-			if len(akFiles) == 0 && len(caFiles) == 0 {
-				return usageErr("no way to trust attestation keys: give --trusted-ak FILE (pinned keys) or --ak-ca CA.pem (a CA that certifies them)")
-			}
-			var p attest.Policy
-			for _, f := range akFiles {
-				// A file of several blocks pins every key in it.
-				ks, err := keys.LoadPublicKeys(f)
-				if err != nil {
-					return usageErr("--trusted-ak %s: %v", f, err)
-				}
-				p.TrustedAKs = append(p.TrustedAKs, ks...)
-			}
-			for _, f := range caFiles {
-				certs, err := attest.LoadAKRoots(f)
-				if err != nil {
-					return usageErr("--ak-ca: %v", err)
-				}
-				p.AKRoots = append(p.AKRoots, certs...)
-			}
-			if referenceLog != "" {
-				if p.ReferenceEventLog, err = readReferenceLog(referenceLog); err != nil {
-					return usageErr("--reference-log: %v", err)
-				}
-			}
-			p.ClusterID = clusterID
-			if cmd.Flags().Changed("cluster-id") && clusterID == "" {
-				return usageErr("--cluster-id: empty cluster ID")
-			}
-			cl, err := openClient(stateDir)
-			if err != nil {
-				return err
-			}
-			if p.Measurements, err = currentMeasurements(cmd.Context(), cl, update); err != nil {
-				return err
-			}
-			v, err := attest.NewVerifier(p, attest.Options{Timeout: timeout, Concurrency: concurrency})
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			rep, err := v.Verify(cmd.Context(), all)
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			if output == "json" {
-				if err := g.printJSON(rep); err != nil {
-					return err
-				}
-			} else {
-				printReport(g, rep)
-			}
-			if !rep.AllTrusted() {
-				return cli.Silent(cli.ExitFailed)
-			}
-			return nil
+			o.clusterIDSet = cmd.Flags().Changed("cluster-id")
+			return runClientVerify(cmd.Context(), g, stateDir, o)
 		},
 	}
 	f := c.Flags()
-	f.StringArrayVar(&nodes, "node", nil, "node agent `HOST:PORT` (repeat for several)")
-	f.StringVar(&nodesFile, "nodes-file", "", "`FILE` with one HOST:PORT per line (# comments allowed)")
-	f.StringArrayVar(&akFiles, "trusted-ak", nil, "pinned attestation keys `FILE` (PEM public keys or certificates, every block pinned; repeat for several)")
-	f.StringArrayVar(&caFiles, "ak-ca", nil, "CA certificates (PEM `FILE`) that certify attestation keys (repeat for several)")
-	f.StringVar(&clusterID, "cluster-id", "", "also enforce PCR 15 to the value of cluster `ID`")
-	f.StringVar(&referenceLog, "reference-log", "", "TCG event log `FILE` of a node of the release image, to name the boot event that differs")
-	f.DurationVar(&timeout, "timeout", attest.DefaultTimeout, "time allowed for each node")
-	f.IntVar(&concurrency, "concurrency", attest.DefaultConcurrency, "nodes verified at once")
-	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
-	f.BoolVar(&update, "update", false, "update the trusted measurements first, as 'mtuf client update' does for the image and platform they are for")
+	f.StringArrayVar(&o.nodes, "node", nil, "node agent `HOST:PORT` (repeat for several)")
+	f.StringVar(&o.nodesFile, "nodes-file", "", "`FILE` with one HOST:PORT per line (# comments allowed)")
+	f.StringArrayVar(&o.akFiles, "trusted-ak", nil, "pinned attestation keys `FILE` (PEM public keys or certificates, every block pinned; repeat for several)")
+	f.StringArrayVar(&o.caFiles, "ak-ca", nil, "CA certificates (PEM `FILE`) that certify attestation keys (repeat for several)")
+	f.StringVar(&o.clusterID, "cluster-id", "", "also enforce PCR 15 to the value of cluster `ID`")
+	f.StringVar(&o.referenceLog, "reference-log", "", "TCG event log `FILE` of a node of the release image, to name the boot event that differs")
+	f.DurationVar(&o.timeout, "timeout", attest.DefaultTimeout, "time allowed for each node")
+	f.IntVar(&o.concurrency, "concurrency", attest.DefaultConcurrency, "nodes verified at once")
+	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	f.BoolVar(&o.update, "update", false, "update the trusted measurements first, as 'mtuf client update' does for the image and platform they are for")
 	return c
+}
+
+// policy checks the flags and reads the nodes and the files that say which
+// attestation keys to trust, before any node is asked. The policy returned
+// has no measurements yet: those come from the client's trusted state.
+func (o verifyOptions) policy() ([]string, attest.Policy, error) {
+	var p attest.Policy
+	all, err := collectNodes(o.nodes, o.nodesFile)
+	if err != nil {
+		return nil, p, usageErr("%v", err)
+	}
+	if o.concurrency < 1 {
+		return nil, p, usageErr("--concurrency %d: give at least 1", o.concurrency)
+	}
+	if o.timeout <= 0 {
+		return nil, p, usageErr("--timeout %v: give a positive duration such as 10s", o.timeout)
+	}
+	if len(o.akFiles) == 0 && len(o.caFiles) == 0 {
+		return nil, p, usageErr("no way to trust attestation keys: give --trusted-ak FILE (pinned keys) or --ak-ca CA.pem (a CA that certifies them)")
+	}
+	for _, f := range o.akFiles {
+		// A file of several blocks pins every key in it.
+		ks, err := keys.LoadPublicKeys(f)
+		if err != nil {
+			return nil, p, usageErr("--trusted-ak %s: %v", f, err)
+		}
+		p.TrustedAKs = append(p.TrustedAKs, ks...)
+	}
+	for _, f := range o.caFiles {
+		certs, err := attest.LoadAKRoots(f)
+		if err != nil {
+			return nil, p, usageErr("--ak-ca: %v", err)
+		}
+		p.AKRoots = append(p.AKRoots, certs...)
+	}
+	if o.referenceLog != "" {
+		if p.ReferenceEventLog, err = readReferenceLog(o.referenceLog); err != nil {
+			return nil, p, usageErr("--reference-log: %v", err)
+		}
+	}
+	p.ClusterID = o.clusterID
+	if o.clusterIDSet && o.clusterID == "" {
+		return nil, p, usageErr("--cluster-id: empty cluster ID")
+	}
+	return all, p, nil
+}
+
+func runClientVerify(ctx context.Context, g *globals, stateDir func() (string, error), o verifyOptions) error {
+	all, p, err := o.policy()
+	if err != nil {
+		return err
+	}
+	cl, err := openClient(stateDir)
+	if err != nil {
+		return err
+	}
+	if p.Measurements, err = currentMeasurements(ctx, cl, o.update); err != nil {
+		return err
+	}
+	v, err := attest.NewVerifier(p, attest.Options{Timeout: o.timeout, Concurrency: o.concurrency})
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	rep, err := v.Verify(ctx, all)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	if o.output == "json" {
+		if err := g.printJSON(rep); err != nil {
+			return err
+		}
+	} else {
+		printReport(g, rep)
+	}
+	if !rep.AllTrusted() {
+		return cli.Silent(cli.ExitFailed)
+	}
+	return nil
 }
 
 // currentMeasurements returns the client's trusted measurements once the

@@ -22,13 +22,15 @@ import (
 // owner, like root, and renewed as rarely.
 const defaultLayoutExpiry = 365 * 24 * time.Hour
 
+type layoutOptions struct {
+	ws, ownerKey, layoutOut, ownerOut string
+	targetsKeys, readers, publishers  []string
+	expires                           time.Duration
+	threshold                         int
+}
+
 func newRepoLayoutCmd(g *globals) *cobra.Command {
-	var (
-		ws, ownerKey, layoutOut, ownerOut string
-		targetsKeys, readers, publishers  []string
-		expires                           time.Duration
-		threshold                         int
-	)
+	var o layoutOptions
 	c := &cobra.Command{
 		Use:   "layout --workspace DIR --owner-key K --targets-key T [--read-functionary PUB ...] [--publish-functionary PUB ...]",
 		Short: "Sign the in-toto layout of the measurements and publish it as supplychain/root.layout",
@@ -60,112 +62,145 @@ in the form in-toto-verify (in-toto 1.3.1) reads:
       --layout-out root.layout --owner-key-out owner.intoto.pub`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if ownerKey == "" {
-				return usageErr("--owner-key K is required: the layout owner's key signs the layout")
-			}
-			if len(targetsKeys) == 0 {
-				return usageErr("--targets-key T is required: the layout is a target of the top-level targets role, signed with its offline key(s)")
-			}
-			if expires <= 0 {
-				return usageErr("--expires must be positive, not %s", expires)
-			}
-			if threshold < 1 {
-				return usageErr("--threshold must be at least 1, not %d", threshold)
-			}
-			w, err := openWorkspace(g, ws)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			readKeys, readFrom, err := functionaries(ctx, g, w, "--read-functionary", readers)
-			if err != nil {
-				return err
-			}
-			publishKeys, publishFrom, err := functionaries(ctx, g, w, "--publish-functionary", publishers)
-			if err != nil {
-				return err
-			}
-			owner, err := keys.LoadPrivate(ctx, ownerKey, g.password())
-			if err != nil {
-				return usageErr("--owner-key: %v", err)
-			}
-			var tk []crypto.Signer
-			for _, ref := range targetsKeys {
-				k, err := keys.LoadPrivate(ctx, ref, g.password())
-				if err != nil {
-					return usageErr("--targets-key: %v", err)
-				}
-				tk = append(tk, k)
-			}
-			exp := time.Now().Add(expires).UTC().Truncate(time.Second)
-			layout, err := intoto.NewLayout(owner, intoto.LayoutOptions{
-				ReadFunctionaries:    readKeys,
-				PublishFunctionaries: publishKeys,
-				Expires:              exp,
-				Threshold:            threshold,
-			})
-			if err != nil {
-				return usageErr("%v", err)
-			}
-			res, err := w.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, tk)
-			if err != nil {
-				return err
-			}
-			if layoutOut != "" {
-				if err := os.WriteFile(layoutOut, layout, 0o644); err != nil {
-					return fmt.Errorf("--layout-out: %w", err)
-				}
-			}
-			if ownerOut != "" {
-				data, err := intoto.ExportPublicKey(owner.Public())
-				if err != nil {
-					return err
-				}
-				if err := os.WriteFile(ownerOut, data, 0o644); err != nil {
-					return fmt.Errorf("--owner-key-out: %w", err)
-				}
-			}
-			readIDs, err := inTotoIDs(readKeys)
-			if err != nil {
-				return err
-			}
-			publishIDs, err := inTotoIDs(publishKeys)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return g.printJSON(struct {
-					*repo.LayoutResult
-					Expires              time.Time `json:"expires"`
-					ReadFunctionaries    []string  `json:"readFunctionaries"`
-					PublishFunctionaries []string  `json:"publishFunctionaries"`
-					Threshold            int       `json:"threshold"`
-				}{res, exp, readIDs, publishIDs, threshold})
-			}
-			fmt.Fprintf(g.stdout, "layout signed by owner key %s, expires %s\n", strings.Join(res.OwnerKeyIDs, ", "), exp.Format(time.RFC3339))
-			fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepReadMeasurements, strings.Join(readIDs, ", "), readFrom, threshold)
-			fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepPublish, strings.Join(publishIDs, ", "), publishFrom, threshold)
-			if res.Unchanged {
-				fmt.Fprintf(g.stdout, "%s is already published with this content; nothing to do\n", res.Target)
-				return nil
-			}
-			fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes) in targets v%d; snapshot v%d, timestamp v%d\n",
-				res.Target, res.SHA256, res.Length, res.TargetsVersion, res.SnapshotVersion, res.TimestampVersion)
-			return nil
+			return runRepoLayout(cmd.Context(), g, o)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&ws, "workspace", "", "workspace `DIR`")
-	f.StringVar(&ownerKey, "owner-key", "", "layout owner's private key `FILE`: signs the layout")
-	f.StringArrayVar(&targetsKeys, "targets-key", nil, "top-level targets private key `FILE` (repeat up to its threshold)")
-	f.StringArrayVar(&readers, "read-functionary", nil, "public key `FILE` of a functionary of step read-measurements (repeat for several)")
-	f.StringArrayVar(&publishers, "publish-functionary", nil, "public key `FILE` of a functionary of step publish (repeat for several)")
-	f.IntVar(&threshold, "threshold", 1, "links by distinct functionaries each step needs")
-	f.DurationVar(&expires, "expires", defaultLayoutExpiry, "how long the layout is valid")
-	f.StringVar(&layoutOut, "layout-out", "", "also write the signed layout to `FILE`")
-	f.StringVar(&ownerOut, "owner-key-out", "", "write the owner's public key for in-toto-verify to `FILE`")
+	f.StringVar(&o.ws, "workspace", "", "workspace `DIR`")
+	f.StringVar(&o.ownerKey, "owner-key", "", "layout owner's private key `FILE`: signs the layout")
+	f.StringArrayVar(&o.targetsKeys, "targets-key", nil, "top-level targets private key `FILE` (repeat up to its threshold)")
+	f.StringArrayVar(&o.readers, "read-functionary", nil, "public key `FILE` of a functionary of step read-measurements (repeat for several)")
+	f.StringArrayVar(&o.publishers, "publish-functionary", nil, "public key `FILE` of a functionary of step publish (repeat for several)")
+	f.IntVar(&o.threshold, "threshold", 1, "links by distinct functionaries each step needs")
+	f.DurationVar(&o.expires, "expires", defaultLayoutExpiry, "how long the layout is valid")
+	f.StringVar(&o.layoutOut, "layout-out", "", "also write the signed layout to `FILE`")
+	f.StringVar(&o.ownerOut, "owner-key-out", "", "write the owner's public key for in-toto-verify to `FILE`")
 	addOutputFlag(c, g)
 	return c
+}
+
+// check checks the flags before the workspace is opened.
+func (o layoutOptions) check() error {
+	if o.ownerKey == "" {
+		return usageErr("--owner-key K is required: the layout owner's key signs the layout")
+	}
+	if len(o.targetsKeys) == 0 {
+		return usageErr("--targets-key T is required: the layout is a target of the top-level targets role, signed with its offline key(s)")
+	}
+	if o.expires <= 0 {
+		return usageErr("--expires must be positive, not %s", o.expires)
+	}
+	if o.threshold < 1 {
+		return usageErr("--threshold must be at least 1, not %d", o.threshold)
+	}
+	return nil
+}
+
+// layoutPlan is what a layout command signs: the functionaries of each
+// step (and where they came from, for the output) and the expiry.
+type layoutPlan struct {
+	readKeys, publishKeys []crypto.PublicKey
+	readFrom, publishFrom string
+	expires               time.Time
+}
+
+func runRepoLayout(ctx context.Context, g *globals, o layoutOptions) error {
+	if err := o.check(); err != nil {
+		return err
+	}
+	w, err := openWorkspace(g, o.ws)
+	if err != nil {
+		return err
+	}
+	var p layoutPlan
+	if p.readKeys, p.readFrom, err = functionaries(ctx, g, w, "--read-functionary", o.readers); err != nil {
+		return err
+	}
+	if p.publishKeys, p.publishFrom, err = functionaries(ctx, g, w, "--publish-functionary", o.publishers); err != nil {
+		return err
+	}
+	owner, err := keys.LoadPrivate(ctx, o.ownerKey, g.password())
+	if err != nil {
+		return usageErr("--owner-key: %v", err)
+	}
+	var tk []crypto.Signer
+	for _, ref := range o.targetsKeys {
+		k, err := keys.LoadPrivate(ctx, ref, g.password())
+		if err != nil {
+			return usageErr("--targets-key: %v", err)
+		}
+		tk = append(tk, k)
+	}
+	p.expires = time.Now().Add(o.expires).UTC().Truncate(time.Second)
+	layout, err := intoto.NewLayout(owner, intoto.LayoutOptions{
+		ReadFunctionaries:    p.readKeys,
+		PublishFunctionaries: p.publishKeys,
+		Expires:              p.expires,
+		Threshold:            o.threshold,
+	})
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	res, err := w.PublishLayout(ctx, layout, []crypto.PublicKey{owner.Public()}, tk)
+	if err != nil {
+		return err
+	}
+	if err := o.writeOut(layout, owner.Public()); err != nil {
+		return err
+	}
+	return printLayout(g, res, p, o.threshold)
+}
+
+// writeOut writes the layout and its owner's public key to the files
+// --layout-out and --owner-key-out name, for in-toto-verify.
+func (o layoutOptions) writeOut(layout []byte, owner crypto.PublicKey) error {
+	if o.layoutOut != "" {
+		if err := os.WriteFile(o.layoutOut, layout, 0o644); err != nil {
+			return fmt.Errorf("--layout-out: %w", err)
+		}
+	}
+	if o.ownerOut != "" {
+		data, err := intoto.ExportPublicKey(owner)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.ownerOut, data, 0o644); err != nil {
+			return fmt.Errorf("--owner-key-out: %w", err)
+		}
+	}
+	return nil
+}
+
+// printLayout prints the layout published: its owner, each step's
+// functionaries by in-toto key ID, and the repository versions.
+func printLayout(g *globals, res *repo.LayoutResult, p layoutPlan, threshold int) error {
+	readIDs, err := inTotoIDs(p.readKeys)
+	if err != nil {
+		return err
+	}
+	publishIDs, err := inTotoIDs(p.publishKeys)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return g.printJSON(struct {
+			*repo.LayoutResult
+			Expires              time.Time `json:"expires"`
+			ReadFunctionaries    []string  `json:"readFunctionaries"`
+			PublishFunctionaries []string  `json:"publishFunctionaries"`
+			Threshold            int       `json:"threshold"`
+		}{res, p.expires, readIDs, publishIDs, threshold})
+	}
+	fmt.Fprintf(g.stdout, "layout signed by owner key %s, expires %s\n", strings.Join(res.OwnerKeyIDs, ", "), p.expires.Format(time.RFC3339))
+	fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepReadMeasurements, strings.Join(readIDs, ", "), p.readFrom, threshold)
+	fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepPublish, strings.Join(publishIDs, ", "), p.publishFrom, threshold)
+	if res.Unchanged {
+		fmt.Fprintf(g.stdout, "%s is already published with this content; nothing to do\n", res.Target)
+		return nil
+	}
+	fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes) in targets v%d; snapshot v%d, timestamp v%d\n",
+		res.Target, res.SHA256, res.Length, res.TargetsVersion, res.SnapshotVersion, res.TimestampVersion)
+	return nil
 }
 
 // functionaries loads the public keys a flag names, or, when it names

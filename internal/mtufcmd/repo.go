@@ -134,14 +134,16 @@ only. Consistent snapshots are always on.`,
 	return c
 }
 
+type publishOptions struct {
+	ws, file, image, platform   string
+	binary, version, goos, arch string
+	linkFiles                   []string
+	linkKey                     string
+	replace                     bool
+}
+
 func newRepoPublishCmd(g *globals) *cobra.Command {
-	var (
-		ws, file, image, platform   string
-		binary, version, goos, arch string
-		linkFiles                   []string
-		linkKey                     string
-		replace                     bool
-	)
+	var o publishOptions
 	c := &cobra.Command{
 		Use:   "publish --workspace DIR [--measurements FILE --image V --platform P [--link FILE...] [--link-key K]] [--cli-binary FILE --version V --os OS --arch ARCH]",
 		Short: "Publish measurements and/or a CLI release as signed targets, in one step",
@@ -174,115 +176,139 @@ signature that stock cosign verifies:
   mtuf repo publish --workspace ws --cli-binary bin/mtuf --version v1.2.0 --os linux --arch amd64`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var req repo.PublishRequest
-			req.Replace = replace
-			var raw []byte
-			if file != "" || image != "" || platform != "" {
-				if file == "" || image == "" || platform == "" {
-					return usageErr("--measurements FILE, --image V and --platform P go together")
-				}
-				data, err := os.ReadFile(file)
-				if err != nil {
-					return usageErr("measurements: %v", err)
-				}
-				m, err := metadata.Parse(data)
-				if err != nil {
-					return usageErr("measurements file %s: %v", file, err)
-				}
-				if m.Image != image || m.Platform != platform {
-					return usageErr("measurements file %s is for image %s on %s, not image %s on %s", file, m.Image, m.Platform, image, platform)
-				}
-				req.Measurements, raw = m, data
-			}
-			withLinks := len(linkFiles) > 0 || linkKey != ""
-			if withLinks && req.Measurements == nil {
-				return usageErr("--link and --link-key go with --measurements FILE --image V --platform P")
-			}
-			if binary != "" || version != "" || goos != "" || arch != "" {
-				if binary == "" || version == "" || goos == "" || arch == "" {
-					return usageErr("--cli-binary FILE, --version V, --os OS and --arch ARCH go together")
-				}
-				data, err := os.ReadFile(binary)
-				if err != nil {
-					return usageErr("--cli-binary: %v", err)
-				}
-				req.Release = &repo.Release{Binary: data, Version: version, OS: goos, Arch: arch}
-			}
-			if req.Measurements == nil && req.Release == nil {
-				return usageErr("nothing to publish: give --measurements FILE --image V --platform P, or --cli-binary FILE --version V --os OS --arch ARCH")
-			}
-			w, err := openWorkspace(g, ws)
-			if err != nil {
-				return err
-			}
-			ctx := cmd.Context()
-			var res *repo.PublishResult
-			var linked *repo.LinkedPublishResult
-			if withLinks {
-				links, err := readLinks(linkFiles)
-				if err != nil {
-					return err
-				}
-				signer, err := loadLinkKey(ctx, g, linkKey)
-				if err != nil {
-					return err
-				}
-				linked, err = w.PublishWithLinks(ctx, repo.LinkedPublishRequest{
-					Document: raw, Source: file, Image: image, Platform: platform,
-					Links: links, PublishSigner: signer, Release: req.Release, Replace: replace,
-				})
-				if err != nil {
-					return err
-				}
-				res = &linked.PublishResult
-			} else {
-				if res, err = w.Publish(ctx, req); err != nil {
-					if errors.Is(err, repo.ErrLinksRequired) {
-						if uerr := refuseWithoutLinks(ctx, w); uerr != nil {
-							return uerr
-						}
-					}
-					return err
-				}
-			}
-			if g.json() {
-				if linked != nil {
-					return g.printJSON(linked)
-				}
-				return g.printJSON(res)
-			}
-			for _, t := range res.Targets {
-				if t.Unchanged {
-					fmt.Fprintf(g.stdout, "%s is already published with this content\n", t.Name)
-					continue
-				}
-				fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes) in %s v%d\n", t.Name, t.SHA256, t.Length, t.Bin, t.BinVersion)
-			}
-			if linked != nil {
-				printLinked(g, linked)
-			}
-			if res.Unchanged {
-				fmt.Fprintln(g.stdout, "nothing to do")
-				return nil
-			}
-			fmt.Fprintf(g.stdout, "snapshot v%d, timestamp v%d\n", res.SnapshotVersion, res.TimestampVersion)
-			return nil
+			return runRepoPublish(cmd.Context(), g, o)
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&ws, "workspace", "", "workspace `DIR`")
-	f.StringVar(&file, "measurements", "", "measurements document `FILE` (JSON or YAML)")
-	f.StringVar(&image, "image", "", "image `VERSION`")
-	f.StringVar(&platform, "platform", "", "attestation `PLATFORM`, e.g. qemu-vtpm")
-	f.StringVar(&binary, "cli-binary", "", "CLI release binary `FILE`")
-	f.StringVar(&version, "version", "", "CLI release `VERSION`, e.g. v1.2.0")
-	f.StringVar(&goos, "os", "", "CLI release operating system, e.g. linux")
-	f.StringVar(&arch, "arch", "", "CLI release architecture, e.g. amd64")
-	f.BoolVar(&replace, "replace", false, "replace targets already published with different content")
-	f.StringArrayVar(&linkFiles, "link", nil, "in-toto link `FILE` that attests the measurements (repeat for several)")
-	f.StringVar(&linkKey, "link-key", "", "sign the in-toto link of this publish (step publish) with the functionary key `FILE`")
+	f.StringVar(&o.ws, "workspace", "", "workspace `DIR`")
+	f.StringVar(&o.file, "measurements", "", "measurements document `FILE` (JSON or YAML)")
+	f.StringVar(&o.image, "image", "", "image `VERSION`")
+	f.StringVar(&o.platform, "platform", "", "attestation `PLATFORM`, e.g. qemu-vtpm")
+	f.StringVar(&o.binary, "cli-binary", "", "CLI release binary `FILE`")
+	f.StringVar(&o.version, "version", "", "CLI release `VERSION`, e.g. v1.2.0")
+	f.StringVar(&o.goos, "os", "", "CLI release operating system, e.g. linux")
+	f.StringVar(&o.arch, "arch", "", "CLI release architecture, e.g. amd64")
+	f.BoolVar(&o.replace, "replace", false, "replace targets already published with different content")
+	f.StringArrayVar(&o.linkFiles, "link", nil, "in-toto link `FILE` that attests the measurements (repeat for several)")
+	f.StringVar(&o.linkKey, "link-key", "", "sign the in-toto link of this publish (step publish) with the functionary key `FILE`")
 	addOutputFlag(c, g)
 	return c
+}
+
+// withLinks says whether the publish is one with in-toto links.
+func (o publishOptions) withLinks() bool {
+	return len(o.linkFiles) > 0 || o.linkKey != ""
+}
+
+// request checks that the flags go together and reads the files they
+// name, before the workspace is opened. It returns the measurements
+// document as read, which a publish with links publishes byte for byte.
+func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
+	var req repo.PublishRequest
+	req.Replace = o.replace
+	var raw []byte
+	if o.file != "" || o.image != "" || o.platform != "" {
+		if o.file == "" || o.image == "" || o.platform == "" {
+			return req, nil, usageErr("--measurements FILE, --image V and --platform P go together")
+		}
+		data, err := os.ReadFile(o.file)
+		if err != nil {
+			return req, nil, usageErr("measurements: %v", err)
+		}
+		m, err := metadata.Parse(data)
+		if err != nil {
+			return req, nil, usageErr("measurements file %s: %v", o.file, err)
+		}
+		if m.Image != o.image || m.Platform != o.platform {
+			return req, nil, usageErr("measurements file %s is for image %s on %s, not image %s on %s", o.file, m.Image, m.Platform, o.image, o.platform)
+		}
+		req.Measurements, raw = m, data
+	}
+	if o.withLinks() && req.Measurements == nil {
+		return req, nil, usageErr("--link and --link-key go with --measurements FILE --image V --platform P")
+	}
+	if o.binary != "" || o.version != "" || o.goos != "" || o.arch != "" {
+		if o.binary == "" || o.version == "" || o.goos == "" || o.arch == "" {
+			return req, nil, usageErr("--cli-binary FILE, --version V, --os OS and --arch ARCH go together")
+		}
+		data, err := os.ReadFile(o.binary)
+		if err != nil {
+			return req, nil, usageErr("--cli-binary: %v", err)
+		}
+		req.Release = &repo.Release{Binary: data, Version: o.version, OS: o.goos, Arch: o.arch}
+	}
+	if req.Measurements == nil && req.Release == nil {
+		return req, nil, usageErr("nothing to publish: give --measurements FILE --image V --platform P, or --cli-binary FILE --version V --os OS --arch ARCH")
+	}
+	return req, raw, nil
+}
+
+func runRepoPublish(ctx context.Context, g *globals, o publishOptions) error {
+	req, raw, err := o.request()
+	if err != nil {
+		return err
+	}
+	w, err := openWorkspace(g, o.ws)
+	if err != nil {
+		return err
+	}
+	var res *repo.PublishResult
+	var linked *repo.LinkedPublishResult
+	if o.withLinks() {
+		links, err := readLinks(o.linkFiles)
+		if err != nil {
+			return err
+		}
+		signer, err := loadLinkKey(ctx, g, o.linkKey)
+		if err != nil {
+			return err
+		}
+		linked, err = w.PublishWithLinks(ctx, repo.LinkedPublishRequest{
+			Document: raw, Source: o.file, Image: o.image, Platform: o.platform,
+			Links: links, PublishSigner: signer, Release: req.Release, Replace: o.replace,
+		})
+		if err != nil {
+			return err
+		}
+		res = &linked.PublishResult
+	} else {
+		if res, err = w.Publish(ctx, req); err != nil {
+			if errors.Is(err, repo.ErrLinksRequired) {
+				if uerr := refuseWithoutLinks(ctx, w); uerr != nil {
+					return uerr
+				}
+			}
+			return err
+		}
+	}
+	if g.json() {
+		if linked != nil {
+			return g.printJSON(linked)
+		}
+		return g.printJSON(res)
+	}
+	printPublished(g, res, linked)
+	return nil
+}
+
+// printPublished prints what a publish did; linked is nil for a publish
+// without links.
+func printPublished(g *globals, res *repo.PublishResult, linked *repo.LinkedPublishResult) {
+	for _, t := range res.Targets {
+		if t.Unchanged {
+			fmt.Fprintf(g.stdout, "%s is already published with this content\n", t.Name)
+			continue
+		}
+		fmt.Fprintf(g.stdout, "published %s (sha256 %s, %d bytes) in %s v%d\n", t.Name, t.SHA256, t.Length, t.Bin, t.BinVersion)
+	}
+	if linked != nil {
+		printLinked(g, linked)
+	}
+	if res.Unchanged {
+		fmt.Fprintln(g.stdout, "nothing to do")
+		return
+	}
+	fmt.Fprintf(g.stdout, "snapshot v%d, timestamp v%d\n", res.SnapshotVersion, res.TimestampVersion)
 }
 
 func newRepoStatusCmd(g *globals) *cobra.Command {
@@ -329,35 +355,8 @@ monitoring job.`,
 				if err := g.printJSON(out); err != nil {
 					return err
 				}
-			} else {
-				fmt.Fprintf(g.stdout, "repository %s\n\n", st.Storage)
-				tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tSIGNED\tKEYS\tBINS\tTARGETS")
-				for _, r := range st.Roles {
-					short := make([]string, len(r.KeyIDs))
-					for i, id := range r.KeyIDs {
-						short[i] = id[:min(8, len(id))]
-					}
-					bins := "-"
-					if r.Bins > 0 {
-						bins = fmt.Sprintf("%d (expire %s)", r.Bins, r.BinsExpire.Format(time.RFC3339))
-					}
-					kind := "offline"
-					if r.Online {
-						kind = "online"
-					}
-					fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s %s\t%s\t%d\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.Signatures, r.Threshold, strings.Join(short, ","), kind, bins, r.Targets)
-				}
-				tw.Flush()
-				for _, n := range names {
-					fmt.Fprintf(g.stdout, "  %s\n", n)
-				}
-				if err := printStaged(g, w); err != nil {
-					return err
-				}
-				for _, wmsg := range st.Warnings {
-					fmt.Fprintf(g.stdout, "warning: %s\n", wmsg)
-				}
+			} else if err := printStatus(g, w, st, names); err != nil {
+				return err
 			}
 			if check && len(st.Warnings) > 0 {
 				return cli.Silent(cli.ExitFailed)
@@ -371,6 +370,40 @@ monitoring job.`,
 	c.Flags().BoolVar(&list, "targets", false, "list every target name")
 	addOutputFlag(c, g)
 	return c
+}
+
+// printStatus prints the status of the repository as a table of roles,
+// then the target names (when listed), what is staged and the warnings.
+func printStatus(g *globals, w *repo.Workspace, st *repo.Status, names []string) error {
+	fmt.Fprintf(g.stdout, "repository %s\n\n", st.Storage)
+	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ROLE\tVERSION\tEXPIRES\tSIGNED\tKEYS\tBINS\tTARGETS")
+	for _, r := range st.Roles {
+		short := make([]string, len(r.KeyIDs))
+		for i, id := range r.KeyIDs {
+			short[i] = id[:min(8, len(id))]
+		}
+		bins := "-"
+		if r.Bins > 0 {
+			bins = fmt.Sprintf("%d (expire %s)", r.Bins, r.BinsExpire.Format(time.RFC3339))
+		}
+		kind := "offline"
+		if r.Online {
+			kind = "online"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d/%d\t%s %s\t%s\t%d\n", r.Role, r.Version, r.Expires.Format(time.RFC3339), r.Signatures, r.Threshold, strings.Join(short, ","), kind, bins, r.Targets)
+	}
+	tw.Flush()
+	for _, n := range names {
+		fmt.Fprintf(g.stdout, "  %s\n", n)
+	}
+	if err := printStaged(g, w); err != nil {
+		return err
+	}
+	for _, wmsg := range st.Warnings {
+		fmt.Fprintf(g.stdout, "warning: %s\n", wmsg)
+	}
+	return nil
 }
 
 // exitNothingDue is refresh's exit status when nothing needed signing.

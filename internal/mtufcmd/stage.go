@@ -1,6 +1,7 @@
 package mtufcmd
 
 import (
+	"context"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -21,12 +22,14 @@ func parseRoleArg(s, def string) (role, value string) {
 	return def, s
 }
 
+type stageOptions struct {
+	ws                  string
+	add, remove, thresh []string
+	expires             time.Duration
+}
+
 func newRepoStageCmd(g *globals) *cobra.Command {
-	var (
-		ws                  string
-		add, remove, thresh []string
-		expires             time.Duration
-	)
+	var o stageOptions
 	c := &cobra.Command{
 		Use:   "stage root|targets|measurements|releases --workspace DIR [--add-key [ROLE:]FILE] [--remove-key [ROLE:]KEY] [--threshold [ROLE:]N] [--expires D]",
 		Short: "Propose the next version of a role's metadata, for offline signing",
@@ -52,83 +55,98 @@ new root, both the current root's and the new root's.`,
   mtuf repo stage targets --workspace ws --expires 2160h`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			role := args[0]
-			def := ""
-			if role == "root" {
-				def = "root"
-			}
-			changes := map[string]*repo.KeyChange{}
-			var order []string
-			get := func(r string) (*repo.KeyChange, error) {
-				if r == "" {
-					return nil, usageErr("say whose key: --add-key measurements:FILE (staging %s changes the keys of the roles it delegates to)", role)
-				}
-				if changes[r] == nil {
-					changes[r] = &repo.KeyChange{Role: r}
-					order = append(order, r)
-				}
-				return changes[r], nil
-			}
-			for _, a := range add {
-				r, v := parseRoleArg(a, def)
-				ch, err := get(r)
-				if err != nil {
-					return err
-				}
-				ch.Add = append(ch.Add, v)
-			}
-			for _, a := range remove {
-				r, v := parseRoleArg(a, def)
-				ch, err := get(r)
-				if err != nil {
-					return err
-				}
-				ch.Remove = append(ch.Remove, v)
-			}
-			for _, a := range thresh {
-				r, v := parseRoleArg(a, def)
-				n, err := strconv.Atoi(v)
-				if err != nil || n < 1 {
-					return usageErr("--threshold %q: want [ROLE:]N with N at least 1", a)
-				}
-				ch, err := get(r)
-				if err != nil {
-					return err
-				}
-				ch.Threshold = n
-			}
-			req := repo.StageRequest{Role: role, Expires: expires}
-			for _, r := range order {
-				req.Changes = append(req.Changes, *changes[r])
-			}
-			w, err := openWorkspace(g, ws)
-			if err != nil {
-				return err
-			}
-			p, err := w.Stage(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			st, err := repo.ReadStaged(p)
-			if err != nil {
-				return err
-			}
-			if g.json() {
-				return g.printJSON(map[string]any{"staged": p, "role": role, "version": st.Version(), "progress": st.Progress()})
-			}
-			fmt.Fprintf(g.stdout, "staged %s v%d in %s\n", role, st.Version(), p)
-			printProgress(g, st)
-			fmt.Fprintf(g.stdout, "sign it with: mtuf repo sign %s --key KEY\n", p)
-			return nil
+			return runRepoStage(cmd.Context(), g, args[0], o)
 		},
 	}
-	c.Flags().StringVar(&ws, "workspace", "", "workspace `DIR`")
-	c.Flags().StringArrayVar(&add, "add-key", nil, "add a key: [ROLE:]FILE")
-	c.Flags().StringArrayVar(&remove, "remove-key", nil, "remove a key: [ROLE:]FILE or key id")
-	c.Flags().StringArrayVar(&thresh, "threshold", nil, "set a threshold: [ROLE:]N")
-	c.Flags().DurationVar(&expires, "expires", 0, "validity of the new version (default: the role's period)")
+	c.Flags().StringVar(&o.ws, "workspace", "", "workspace `DIR`")
+	c.Flags().StringArrayVar(&o.add, "add-key", nil, "add a key: [ROLE:]FILE")
+	c.Flags().StringArrayVar(&o.remove, "remove-key", nil, "remove a key: [ROLE:]FILE or key id")
+	c.Flags().StringArrayVar(&o.thresh, "threshold", nil, "set a threshold: [ROLE:]N")
+	c.Flags().DurationVar(&o.expires, "expires", 0, "validity of the new version (default: the role's period)")
 	addOutputFlag(c, g)
 	return c
+}
+
+// request turns the flags into the key changes of each role, in the order
+// the roles are first named, before the workspace is opened. Staging root
+// changes root's keys unless a flag names another role; staging targets
+// changes the delegated roles' keys, so every flag must name one.
+func (o stageOptions) request(role string) (repo.StageRequest, error) {
+	def := ""
+	if role == "root" {
+		def = "root"
+	}
+	changes := map[string]*repo.KeyChange{}
+	var order []string
+	get := func(r string) (*repo.KeyChange, error) {
+		if r == "" {
+			return nil, usageErr("say whose key: --add-key measurements:FILE (staging %s changes the keys of the roles it delegates to)", role)
+		}
+		if changes[r] == nil {
+			changes[r] = &repo.KeyChange{Role: r}
+			order = append(order, r)
+		}
+		return changes[r], nil
+	}
+	for _, a := range o.add {
+		r, v := parseRoleArg(a, def)
+		ch, err := get(r)
+		if err != nil {
+			return repo.StageRequest{}, err
+		}
+		ch.Add = append(ch.Add, v)
+	}
+	for _, a := range o.remove {
+		r, v := parseRoleArg(a, def)
+		ch, err := get(r)
+		if err != nil {
+			return repo.StageRequest{}, err
+		}
+		ch.Remove = append(ch.Remove, v)
+	}
+	for _, a := range o.thresh {
+		r, v := parseRoleArg(a, def)
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			return repo.StageRequest{}, usageErr("--threshold %q: want [ROLE:]N with N at least 1", a)
+		}
+		ch, err := get(r)
+		if err != nil {
+			return repo.StageRequest{}, err
+		}
+		ch.Threshold = n
+	}
+	req := repo.StageRequest{Role: role, Expires: o.expires}
+	for _, r := range order {
+		req.Changes = append(req.Changes, *changes[r])
+	}
+	return req, nil
+}
+
+func runRepoStage(ctx context.Context, g *globals, role string, o stageOptions) error {
+	req, err := o.request(role)
+	if err != nil {
+		return err
+	}
+	w, err := openWorkspace(g, o.ws)
+	if err != nil {
+		return err
+	}
+	p, err := w.Stage(ctx, req)
+	if err != nil {
+		return err
+	}
+	st, err := repo.ReadStaged(p)
+	if err != nil {
+		return err
+	}
+	if g.json() {
+		return g.printJSON(map[string]any{"staged": p, "role": role, "version": st.Version(), "progress": st.Progress()})
+	}
+	fmt.Fprintf(g.stdout, "staged %s v%d in %s\n", role, st.Version(), p)
+	printProgress(g, st)
+	fmt.Fprintf(g.stdout, "sign it with: mtuf repo sign %s --key KEY\n", p)
+	return nil
 }
 
 func printProgress(g *globals, st *repo.Staged) {

@@ -121,28 +121,9 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 }
 
 func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
-	switch {
-	case o.image == "" || o.platform == "" || o.out == "":
-		return cli.Usage(errors.New("--image V, --platform P and --out FILE are required"))
-	case (o.tpmSpec == "") == (o.agentURL == ""):
-		return cli.Usage(errors.New("give exactly one of --tpm SPEC and --agent URL"))
-	case o.bootLog != "" && !tpm.IsTestTPM(o.tpmSpec):
-		return cli.Usage(errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent"))
-	case o.trustedAK != "" && o.agentURL == "":
-		return cli.Usage(errors.New("--trusted-ak goes with --agent"))
-	case o.linkKey != "" && o.out == "-":
-		return cli.Usage(errors.New("--link-key needs --out FILE: the link is written next to the measurements document"))
-	}
-	if err := metadata.ValidateImage(o.image); err != nil {
-		return cli.Usage(err)
-	}
-	profile, err := metadata.ProfileFor(o.platform)
+	profile, bank, err := o.check()
 	if err != nil {
-		return cli.Usage(err)
-	}
-	bank, err := metadata.HashAlgorithm(o.bank)
-	if err != nil {
-		return cli.Usage(fmt.Errorf("--bank: %w", err))
+		return err
 	}
 	// The key is unlocked before the TPM is read, so that a wrong
 	// password costs nothing.
@@ -175,8 +156,45 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		_, err = stdout.Write(data)
 		return err
 	}
+	return writeMeasurements(o, m, data, functionary, stdout)
+}
+
+// check checks the flags before any key or TPM is touched, and returns
+// the platform's profile and the PCR bank to read.
+func (o options) check() (*metadata.Profile, crypto.Hash, error) {
+	switch {
+	case o.image == "" || o.platform == "" || o.out == "":
+		return nil, 0, cli.Usage(errors.New("--image V, --platform P and --out FILE are required"))
+	case (o.tpmSpec == "") == (o.agentURL == ""):
+		return nil, 0, cli.Usage(errors.New("give exactly one of --tpm SPEC and --agent URL"))
+	case o.bootLog != "" && !tpm.IsTestTPM(o.tpmSpec):
+		return nil, 0, cli.Usage(errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent"))
+	case o.trustedAK != "" && o.agentURL == "":
+		return nil, 0, cli.Usage(errors.New("--trusted-ak goes with --agent"))
+	case o.linkKey != "" && o.out == "-":
+		return nil, 0, cli.Usage(errors.New("--link-key needs --out FILE: the link is written next to the measurements document"))
+	}
+	if err := metadata.ValidateImage(o.image); err != nil {
+		return nil, 0, cli.Usage(err)
+	}
+	profile, err := metadata.ProfileFor(o.platform)
+	if err != nil {
+		return nil, 0, cli.Usage(err)
+	}
+	bank, err := metadata.HashAlgorithm(o.bank)
+	if err != nil {
+		return nil, 0, cli.Usage(fmt.Errorf("--bank: %w", err))
+	}
+	return profile, bank, nil
+}
+
+// writeMeasurements writes the measurements document m, encoded as data,
+// to --out, and the link of this run next to it when functionary signs
+// one. The link is signed before anything is written.
+func writeMeasurements(o options, m *metadata.Measurements, data []byte, functionary crypto.Signer, stdout io.Writer) error {
 	var link []byte
 	var linkPath string
+	var err error
 	if functionary != nil {
 		if link, linkPath, err = readLink(data, o.out, functionary); err != nil {
 			return err
