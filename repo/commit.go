@@ -156,6 +156,7 @@ func (w *Workspace) applyCommit(ctx context.Context, s *state, staged map[string
 		w.applyWorkspaceKeys(ctx, st)
 	}
 	w.signerCache = map[string][]signature.Signer{}
+	w.keyCache = nil
 	if c.root != nil {
 		data, err := c.root.ToBytes(true)
 		if err != nil {

@@ -300,7 +300,7 @@ func (w *Workspace) signers(ctx context.Context, s *state, role string) ([]signa
 	}
 	var out []signature.Signer
 	for _, ref := range refs {
-		signer, key, err := loadSigner(ctx, ref, w.resolver())
+		signer, key, err := w.loadOnline(ctx, ref)
 		if err != nil {
 			return nil, fmt.Errorf("%s key %s: %w", sr, ref, err)
 		}
@@ -318,6 +318,29 @@ func (w *Workspace) signers(ctx context.Context, s *state, role string) ([]signa
 	}
 	w.signerCache[sr] = out
 	return out, nil
+}
+
+// loadOnline unlocks the online key ref once per workspace, however many
+// roles it signs (one key commonly signs both snapshot and timestamp, and
+// each unlock of a key file is a deliberately slow key derivation).
+func (w *Workspace) loadOnline(ctx context.Context, ref string) (signature.Signer, *tuf.Key, error) {
+	if k, ok := w.keyCache[ref]; ok {
+		return k.signer, k.key, nil
+	}
+	signer, key, err := loadSigner(ctx, ref, w.resolver())
+	if err != nil {
+		return nil, nil, err
+	}
+	if w.keyCache == nil {
+		w.keyCache = map[string]unlockedKey{}
+	}
+	w.keyCache[ref] = unlockedKey{signer, key}
+	return signer, key, nil
+}
+
+type unlockedKey struct {
+	signer signature.Signer
+	key    *tuf.Key
 }
 
 func contains(list []string, s string) bool {

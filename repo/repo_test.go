@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/base64"
@@ -541,5 +542,46 @@ func TestConcurrentPublishers(t *testing.T) {
 		if fetch(t, r.storage, fmt.Sprintf("measurements/v1.%d.0/qemu-vtpm/measurements.json", i)) == nil {
 			t.Errorf("publisher %d's target was lost", i)
 		}
+	}
+}
+
+// countingKeys counts how often each private key is unlocked.
+type countingKeys struct {
+	keys.Memory
+	mu       sync.Mutex
+	unlocked map[string]int
+}
+
+func (c *countingKeys) Private(ctx context.Context, ref string) (crypto.Signer, error) {
+	c.mu.Lock()
+	c.unlocked[ref]++
+	c.mu.Unlock()
+	return c.Memory.Private(ctx, ref)
+}
+
+// A key that signs several roles (snapshot and timestamp) is unlocked once
+// per workspace: each unlock of a key file is a slow key derivation.
+func TestOnlineKeyUnlockedOnce(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg, k, m := testInitConfig(t, dir)
+	ck := &countingKeys{Memory: m, unlocked: map[string]int{}}
+	if _, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, ck, nil); err != nil {
+		t.Fatal(err)
+	}
+	ws, err := OpenWorkspace(filepath.Join(dir, "ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.Keys = ck
+	clear(ck.unlocked)
+	if _, err := ws.Publish(context.Background(), PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := ck.unlocked[k["online"]]; n != 1 {
+		t.Errorf("the online key (snapshot and timestamp) was unlocked %d times in one publish, want 1", n)
+	}
+	if n := ck.unlocked[k["measurements"]]; n != 1 {
+		t.Errorf("the measurements key was unlocked %d times in one publish, want 1", n)
 	}
 }

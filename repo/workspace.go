@@ -83,6 +83,8 @@ type Workspace struct {
 	// signerCache holds the keys unlocked so far, by signing role: a
 	// key file is decrypted once per workspace, not once per signature.
 	signerCache map[string][]signature.Signer
+	// keyCache holds the online keys unlocked so far, by reference.
+	keyCache map[string]unlockedKey
 }
 
 // OpenWorkspace reads the workspace in dir and opens its storage.
