@@ -25,6 +25,7 @@ import (
 	"github.com/in-toto/in-toto-golang/in_toto"
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
 
+	"github.com/mtuf/mtuf/internal/pemkey"
 	"github.com/mtuf/mtuf/metadata"
 )
 
@@ -427,11 +428,11 @@ func intotoKey(pub crypto.PublicKey) (in_toto.Key, error) {
 	if keyType == keyTypeED25519 {
 		public = hex.EncodeToString(pub.(ed25519.PublicKey))
 	} else {
-		der, err := x509.MarshalPKIXPublicKey(pub)
+		pemKey, err := pemkey.Encode(pub)
 		if err != nil {
 			return in_toto.Key{}, fmt.Errorf("encoding public key: %w", err)
 		}
-		public = string(pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: der}))
+		public = string(pemKey)
 		if keyType == keyTypeRSA {
 			public = strings.TrimSpace(public)
 		}
@@ -487,13 +488,9 @@ func publicKeyFromRecord(keyType, scheme, public string) (crypto.PublicKey, erro
 		}
 		pub = ed25519.PublicKey(raw)
 	case keyTypeECDSA, keyTypeRSA:
-		block, _ := pem.Decode([]byte(public))
-		if block == nil || block.Type != pemPublicKey {
-			return nil, fmt.Errorf("%s public key is not a PEM %q block", keyType, pemPublicKey)
-		}
-		p, err := x509.ParsePKIXPublicKey(block.Bytes)
+		p, err := pemkey.Decode([]byte(public))
 		if err != nil {
-			return nil, fmt.Errorf("%s public key: %w", keyType, err)
+			return nil, fmt.Errorf("%s public key is not a PEM %q block: %w", keyType, pemPublicKey, err)
 		}
 		pub = p
 	default:

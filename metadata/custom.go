@@ -2,12 +2,12 @@ package metadata
 
 import (
 	"crypto"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"slices"
+
+	"github.com/mtuf/mtuf/internal/pemkey"
 )
 
 // Custom target metadata that the repository writes and the client reads.
@@ -46,9 +46,6 @@ type LayoutOwnerKey struct {
 	PublicKey string `json:"publicKey"`
 }
 
-// pemPublicKey is the PEM type of a SubjectPublicKeyInfo.
-const pemPublicKey = "PUBLIC KEY"
-
 // NewLayoutCustom encodes ownerKeys as the custom metadata of the layout
 // target, and returns their key IDs as keyID computes them (the in-toto key
 // ID; package intoto has it, and this package imports no signing code).
@@ -69,12 +66,12 @@ func NewLayoutCustom(ownerKeys []crypto.PublicKey, keyID func(crypto.PublicKey) 
 		if slices.Contains(ids, id) {
 			return nil, nil, fmt.Errorf("layout owner key %d (%s) is given twice", i+1, id)
 		}
-		der, err := x509.MarshalPKIXPublicKey(pub)
+		pemKey, err := pemkey.Encode(pub)
 		if err != nil {
 			return nil, nil, fmt.Errorf("layout owner key %d: %w", i+1, err)
 		}
 		ids = append(ids, id)
-		c.OwnerKeys = append(c.OwnerKeys, LayoutOwnerKey{KeyID: id, PublicKey: string(pem.EncodeToMemory(&pem.Block{Type: pemPublicKey, Bytes: der}))})
+		c.OwnerKeys = append(c.OwnerKeys, LayoutOwnerKey{KeyID: id, PublicKey: string(pemKey)})
 	}
 	raw, err := json.Marshal(c)
 	if err != nil {
@@ -99,13 +96,9 @@ func ParseLayoutCustom(raw []byte) ([]crypto.PublicKey, error) {
 	}
 	out := make([]crypto.PublicKey, 0, len(c.OwnerKeys))
 	for i, k := range c.OwnerKeys {
-		block, _ := pem.Decode([]byte(k.PublicKey))
-		if block == nil || block.Type != pemPublicKey {
-			return nil, fmt.Errorf("layout owner key %d (%s) is not a PEM public key", i+1, k.KeyID)
-		}
-		pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+		pub, err := pemkey.Decode([]byte(k.PublicKey))
 		if err != nil {
-			return nil, fmt.Errorf("layout owner key %d (%s): %w", i+1, k.KeyID, err)
+			return nil, fmt.Errorf("layout owner key %d (%s) is not a PEM public key: %w", i+1, k.KeyID, err)
 		}
 		out = append(out, pub)
 	}

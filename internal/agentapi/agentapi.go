@@ -15,9 +15,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -28,6 +26,8 @@ import (
 
 	"github.com/google/go-tpm-tools/proto/attest"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/mtuf/mtuf/internal/pemkey"
 )
 
 // Paths served by the agent.
@@ -176,21 +176,7 @@ func FetchAK(ctx context.Context, hc *http.Client, baseURL string) (crypto.Publi
 
 // ParsePublicKeyPEM parses one PEM "PUBLIC KEY" block (PKIX).
 func ParsePublicKeyPEM(data []byte) (crypto.PublicKey, error) {
-	block, rest := pem.Decode(data)
-	if block == nil {
-		return nil, errors.New("no PEM block")
-	}
-	if block.Type != "PUBLIC KEY" {
-		return nil, fmt.Errorf("PEM block %q, want PUBLIC KEY", block.Type)
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, errors.New("data after the PEM block")
-	}
-	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	return pub, nil
+	return pemkey.Decode(data)
 }
 
 // do sends req and returns the body of a 200 answer of content type want,
