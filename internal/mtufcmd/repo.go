@@ -25,7 +25,7 @@ func newRepoCmd(g *globals) *cobra.Command {
 		Use:   "repo",
 		Short: "Create, publish to, inspect and serve a TUF repository",
 		Example: `  mtuf repo init --workspace ws --storage file://$PWD/repo \
-      --root-key root.key --targets-key targets.key \
+      --root-key root.key --targets-key targets.key --measurements-key ci.key \
       --snapshot-key online.key --timestamp-key online.key
   mtuf repo publish --workspace ws --measurements m.json --image v1.0.0 --platform qemu-vtpm
   mtuf repo status --workspace ws
