@@ -47,7 +47,7 @@ The password comes from $MTUF_PASSWORD, --password-file, or a prompt.`,
 			if err != nil {
 				return usageErr("%v", err)
 			}
-			pw, err := g.password().Password(fmt.Sprintf("password for %s.key", out), true)
+			pw, err := g.password().Password(out+".key", true)
 			if err != nil {
 				return err
 			}
