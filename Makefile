@@ -1,6 +1,7 @@
 # mtuf build, test, demo and benchmark entry points.
 #
 #   make build   the release binaries (no TPM simulator; see build-sim)
+#   make install the release binaries into $(PREFIX)/bin (default ~/.local/bin)
 #   make demo    the whole story on this machine, with simulated TPMs
 #   make test    everything the tests need, then every test
 #   make bench   benchmarks with baselines
@@ -28,7 +29,11 @@ SIM_TAGS      := -tags simulator
 export MTUF_TOOLS_BIN := $(TOOLS)
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: all build build-sim test test-deps tools apt demo bench lint clean
+# Where make install puts the binaries: $(PREFIX)/bin. The default needs no
+# root; PREFIX=/usr/local installs for every user.
+PREFIX        ?= $(HOME)/.local
+
+.PHONY: all build build-sim install test test-deps tools apt demo bench lint clean
 
 all: build
 
@@ -41,6 +46,10 @@ build:
 	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
 	$(GO) build -o bin/tuf-conformance-client ./tools/tuf-conformance-client
+
+install: build
+	@mkdir -p $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
 
 # mtuf-agent and pcr-reader with the TPM simulator (--tpm sim), for demos.
 build-sim:

@@ -256,8 +256,8 @@ func referenceEvents(raw []byte, m *metadata.Measurements, hash crypto.Hash) (ma
 	case err != nil:
 		return nil, fmt.Errorf("reference event log is not a TCG event log: %w", err)
 	case len(bad) > 0:
-		return nil, fmt.Errorf("reference event log does not replay to the reference measurements of %s on %s: PCR %s differ; it is the log of another boot than the one the measurements describe",
-			m.Image, m.Platform, joinIndices(bad))
+		return nil, fmt.Errorf("reference event log does not replay to the reference measurements of %s on %s: %s; it is the log of another boot than the one the measurements describe",
+			m.Image, m.Platform, differ(bad))
 	}
 	for idx, evs := range log.byPCR {
 		out[idx] = evs

@@ -101,5 +101,5 @@ func ExampleNewVerifier() {
 	fmt.Println(r.Reason)
 	// Output:
 	// refused pcrs
-	// PCR 4 differ from the reference measurements
+	// PCR 4 differs from the reference measurements
 }

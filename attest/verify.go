@@ -463,7 +463,7 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		}
 	}
 	if len(bad) > 0 {
-		reason := fmt.Sprintf("PCR %s differ from the reference measurements", joinIndices(bad))
+		reason := differ(bad) + " from the reference measurements"
 		if v.clusterID != "" && contains(bad, metadata.ClusterIDPCRIndex) {
 			reason += fmt.Sprintf(" (PCR %d is not bound to cluster ID %q)", metadata.ClusterIDPCRIndex, v.clusterID)
 		}
@@ -479,7 +479,7 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		return refuse(CheckPCRs, "%s", reason)
 	}
 	if len(warn) > 0 {
-		res.Status, res.Reason = TrustedWithWarnings, fmt.Sprintf("warn-only PCR %s differ", joinIndices(warn))
+		res.Status, res.Reason = TrustedWithWarnings, "warn-only "+differ(warn)
 		return res
 	}
 	res.Status = Trusted
@@ -513,6 +513,14 @@ func contains(s []uint32, x uint32) bool {
 		}
 	}
 	return false
+}
+
+// differ says that the PCRs s differ: "PCR 4 differs", "PCRs 4, 7 differ".
+func differ(s []uint32) string {
+	if len(s) == 1 {
+		return "PCR " + joinIndices(s) + " differs"
+	}
+	return "PCRs " + joinIndices(s) + " differ"
 }
 
 func joinIndices(s []uint32) string {

@@ -113,12 +113,20 @@ func LoadPrivate(ctx context.Context, ref string, pw PasswordSource) (crypto.Sig
 func loadPrivateFile(path string, pw PasswordSource) (crypto.Signer, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
+		// A .pub file where a private key is needed is the likelier
+		// mistake than a missing key, whether or not the file is here.
+		if base, ok := strings.CutSuffix(path, ".pub"); ok {
+			return nil, fmt.Errorf("private key %s: this names a public key, not a private key: give %s.key", path, base)
+		}
 		return nil, fmt.Errorf("reading private key: %w", err)
 	}
 	// Refuse a file that cannot be an encrypted key before asking for a
 	// password that would be typed for nothing.
 	if block, err := decodePEM(data); err != nil || (block.Type != pemSigstorePrivate && block.Type != pemCosignPrivate) {
 		_, err := ParsePrivate(data, nil)
+		if base, ok := strings.CutSuffix(path, ".pub"); ok && block != nil && block.Type == pemPublic {
+			return nil, fmt.Errorf("private key %s: this is a public key, not a private key: give %s.key", path, base)
+		}
 		return nil, fmt.Errorf("private key %s: %w", path, err)
 	}
 	password, err := pw.Password(path, false)

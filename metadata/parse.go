@@ -442,6 +442,10 @@ func legacyFromTree(v *value, image string, platformForCloud map[string]string) 
 	return docs, nil
 }
 
+// ErrNoImageVersion is the error of ParseAll for a file that names no
+// image version (the legacy per-cloud layout) when the caller gives none.
+var ErrNoImageVersion = errors.New("the per-cloud layout names no image version: give the image version it is for")
+
 // ParseAll reads a file in any layout Parse, ParseRelease or ParseLegacyYAML
 // understands and returns its documents. image is the image version the
 // caller expects: documents of another version are refused, and the legacy
@@ -465,7 +469,7 @@ func ParseAll(data []byte, image string) ([]*Measurements, error) {
 		docs = []*Measurements{m}
 	case v.kind == kindObject && len(v.vals) > 0 && !slices.ContainsFunc(v.vals, func(c *value) bool { return c.kind != kindObject }):
 		if image == "" {
-			return nil, errors.New("reading legacy measurements: the per-cloud layout names no image version; give one")
+			return nil, fmt.Errorf("reading legacy measurements: %w", ErrNoImageVersion)
 		}
 		if err := ValidateImage(image); err != nil {
 			return nil, fmt.Errorf("reading legacy measurements: %w", err)

@@ -214,9 +214,22 @@ func thresholdErr(st *Staged, err error, against string) error {
 	}
 	var lines []string
 	for _, p := range st.Progress() {
-		lines = append(lines, fmt.Sprintf("%s: %d of %d signed (%s); may still sign: %s", p.Authority, len(p.SignedBy), p.Threshold, shortList(p.SignedBy), shortList(p.MaySign)))
+		signed := ""
+		if len(p.SignedBy) > 0 {
+			signed = " (" + shortList(p.SignedBy) + ")"
+		}
+		mayStill := "none"
+		if len(p.MaySign) > 0 {
+			mayStill = shortList(p.MaySign)
+		}
+		lines = append(lines, fmt.Sprintf("%s: %d of %d signed%s; may still sign: %s", p.Authority, len(p.SignedBy), p.Threshold, signed, mayStill))
 	}
-	return fmt.Errorf("%w: staged %s v%d is not signed by enough of %s (%v)\n  %s\nsign it with 'mtuf repo sign %s --key KEY'", ErrThreshold, st.Role, st.Version(), against, err, strings.Join(lines, "\n  "), st.Role+".json")
+	// The path 'mtuf repo stage' printed, where the staged file is.
+	path := st.path
+	if path == "" {
+		path = filepath.Join(StagedDir, st.Role+".json")
+	}
+	return fmt.Errorf("%w: staged %s v%d is not signed by enough of %s (%v)\n  %s\nsign it with 'mtuf repo sign %s --key KEY'", ErrThreshold, st.Role, st.Version(), against, err, strings.Join(lines, "\n  "), path)
 }
 
 // followDelegation brings a delegated role's metadata in line with the

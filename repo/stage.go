@@ -44,6 +44,9 @@ type Staged struct {
 	// workspace signs online roles with, when the commit publishes.
 	AddWorkspaceKeys    map[string][]string `json:"addWorkspaceKeys,omitempty"`
 	RemoveWorkspaceKeys map[string][]string `json:"removeWorkspaceKeys,omitempty"`
+
+	// path is the file ReadStaged read, for messages that say what to sign.
+	path string
 }
 
 // Authority is a set of keys of which Threshold must sign.
@@ -136,8 +139,8 @@ func (w *Workspace) stageRoot(ctx context.Context, s *state, req StageRequest, e
 		}
 	}
 	st.Authorities = []Authority{
-		authorityOf(fmt.Sprintf("root v%d (current)", s.root.Signed.Version), s.root.Signed.Keys, s.root.Signed.Roles[tuf.ROOT]),
-		authorityOf(fmt.Sprintf("root v%d (new)", next.Signed.Version), next.Signed.Keys, next.Signed.Roles[tuf.ROOT]),
+		authorityOf(fmt.Sprintf("root keys of root v%d (current)", s.root.Signed.Version), s.root.Signed.Keys, s.root.Signed.Roles[tuf.ROOT]),
+		authorityOf(fmt.Sprintf("root keys of root v%d (new)", next.Signed.Version), next.Signed.Keys, next.Signed.Roles[tuf.ROOT]),
 	}
 	return next, nil
 }
@@ -453,6 +456,7 @@ func ReadStaged(path string) (*Staged, error) {
 			return nil, fmt.Errorf("%s: the signature by key %s does not verify: the file was changed after it was signed; stage it again", path, short(sig.KeyID))
 		}
 	}
+	st.path = path
 	return &st, nil
 }
 
@@ -593,7 +597,7 @@ func Sign(ctx context.Context, path, ref string, r keys.Resolver) (*Staged, stri
 		for _, a := range st.Authorities {
 			names = append(names, a.Name)
 		}
-		return nil, "", fmt.Errorf("key %s (id %s) may not sign the staged %s v%d: it is not among the keys of %s", ref, short(id), st.Role, st.Version(), strings.Join(names, " or "))
+		return nil, "", fmt.Errorf("key %s (id %s) may not sign the staged %s v%d: it is not one of the %s", ref, short(id), st.Role, st.Version(), strings.Join(names, " or "))
 	}
 	signer, err := keys.Signer(priv)
 	if err != nil {

@@ -40,8 +40,16 @@ func TestStageSignCommitRefusals(t *testing.T) {
 		t.Fatalf("second stage: %v", err)
 	}
 	// A key of another role may not sign.
-	if _, _, err := Sign(ctx, p, r.keys["targets"], r.signers); err == nil || !strings.Contains(err.Error(), "may not sign the staged root v2") {
+	if _, _, err := Sign(ctx, p, r.keys["targets"], r.signers); err == nil || !strings.Contains(err.Error(), "may not sign the staged root v2") ||
+		!strings.Contains(err.Error(), "it is not one of the root keys of root v1 (current) or root keys of root v2 (new)") {
 		t.Fatalf("targets key on root: %v", err)
+	}
+	// Unsigned: refused, with no empty list of signers, and pointing at
+	// the file that Stage wrote.
+	_, err = r.ws.Commit(ctx)
+	if !errors.Is(err, ErrThreshold) || !strings.Contains(err.Error(), "0 of 1 signed; may still sign: ") || strings.Contains(err.Error(), "()") ||
+		!strings.Contains(err.Error(), "sign it with 'mtuf repo sign "+p+" --key KEY'") {
+		t.Fatalf("commit unsigned: %v", err)
 	}
 	if _, _, err := Sign(ctx, p, r.keys["root"], r.signers); err != nil {
 		t.Fatal(err)

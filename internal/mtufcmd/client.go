@@ -242,7 +242,7 @@ which case no node was asked.`,
 			case "table", "text", "json":
 				return nil
 			}
-			return usageErr("--output must be table or json, not %q", o.output)
+			return usageErr("--output must be text or json, not %q", o.output)
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			o.clusterIDSet = cmd.Flags().Changed("cluster-id")
@@ -258,7 +258,8 @@ which case no node was asked.`,
 	f.StringVar(&o.referenceLog, "reference-log", "", "TCG event log `FILE` of a node of the release image, to name the boot event that differs")
 	f.DurationVar(&o.timeout, "timeout", attest.DefaultTimeout, "time allowed for each node")
 	f.IntVar(&o.concurrency, "concurrency", attest.DefaultConcurrency, "nodes verified at once")
-	f.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
+	// "table" was this flag's name for text, and stays one.
+	f.StringVarP(&o.output, "output", "o", "text", "output format: text (a table) or json")
 	f.BoolVar(&o.update, "update", false, "update the trusted measurements first, as 'mtuf client update' does for the image and platform they are for")
 	return c
 }

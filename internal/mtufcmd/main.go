@@ -87,9 +87,10 @@ func newRoot(g *globals) *cobra.Command {
 verifies cluster nodes' TPM attestations against measurements it fetched
 through TUF.`,
 		Example: `  # maintainers: create keys and a repository, publish measurements
-  mtuf keys generate --type ed25519 --out root
+  mtuf keys generate --type ed25519 --out root   # and targets, ci, online
   mtuf repo init --workspace ws --storage file://$PWD/repo --root-key root.key \
-      --targets-key targets.key --snapshot-key online.key --timestamp-key online.key
+      --targets-key targets.key --measurements-key ci.key \
+      --snapshot-key online.key --timestamp-key online.key
   mtuf repo publish --workspace ws --measurements m.json --image v1.0.0 --platform qemu-vtpm
 
   # users: trust the repository once, then update and verify

@@ -25,7 +25,7 @@ func newRepoCmd(g *globals) *cobra.Command {
 		Use:   "repo",
 		Short: "Create, publish to, inspect and serve a TUF repository",
 		Example: `  mtuf repo init --workspace ws --storage file://$PWD/repo \
-      --root-key root.key --targets-key targets.key \
+      --root-key root.key --targets-key targets.key --measurements-key ci.key \
       --snapshot-key online.key --timestamp-key online.key
   mtuf repo publish --workspace ws --measurements m.json --image v1.0.0 --platform qemu-vtpm
   mtuf repo status --workspace ws
@@ -203,6 +203,13 @@ func (o publishOptions) withLinks() bool {
 // request checks that the flags go together and reads the files they
 // name, before the workspace is opened. It returns the measurements
 // document as read, which a publish with links publishes byte for byte.
+// importable tells whether data, which is no measurements document, is
+// one of the other layouts that 'pcr-reader import' converts.
+func importable(data []byte) bool {
+	_, err := metadata.ParseAll(data, "")
+	return err == nil || errors.Is(err, metadata.ErrNoImageVersion)
+}
+
 func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
 	var req repo.PublishRequest
 	req.Replace = o.replace
@@ -217,6 +224,9 @@ func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
 		}
 		m, err := metadata.Parse(data)
 		if err != nil {
+			if importable(data) {
+				return req, nil, usageErr("measurements file %s: %v\nit is a measurements list of another layout (such as a per-cloud measurements.yaml or a release's list): convert it with 'pcr-reader import --in %s --image %s --out-dir DIR', then publish the DIR/%s/%s/measurements.json it writes", o.file, err, o.file, o.image, o.image, o.platform)
+			}
 			return req, nil, usageErr("measurements file %s: %v", o.file, err)
 		}
 		if m.Image != o.image || m.Platform != o.platform {

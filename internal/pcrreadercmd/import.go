@@ -94,6 +94,9 @@ func runImport(o importOptions, stdout io.Writer) error {
 			return cli.Usage(fmt.Errorf("%s: %w", o.in, err))
 		}
 	} else if docs, err = metadata.ParseAll(data, o.image); err != nil {
+		if errors.Is(err, metadata.ErrNoImageVersion) {
+			return cli.Usage(fmt.Errorf("%s: reading legacy measurements: the per-cloud layout names no image version: give --image V", o.in))
+		}
 		return cli.Usage(fmt.Errorf("%s: %w", o.in, err))
 	}
 	if o.platform != "" {
