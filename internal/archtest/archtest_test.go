@@ -14,6 +14,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 const (
@@ -75,10 +77,7 @@ func readRules(t *testing.T) map[string][]string {
 // packages its non-test files import, as go list reports them.
 func moduleImports(t *testing.T) map[string][]string {
 	t.Helper()
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		t.Skipf("no go command to list packages with: %v", err)
-	}
+	goTool := testtool.Find(t, "go", "the Go toolchain that runs these tests")
 	var stdout, stderr bytes.Buffer
 	cmd := exec.Command(goTool, "list", "-f", "{{.ImportPath}}{{range .Imports}} {{.}}{{end}}", "./...")
 	cmd.Dir = filepath.Join("..", "..")
