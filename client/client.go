@@ -99,14 +99,24 @@ func NormalizeRepositoryURL(raw string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return "file://" + filepath.ToSlash(abs), nil
+		// Escape what a URL path cannot hold as is ("%", "?", "#"), so
+		// that the fetcher, which parses the URL, opens this very
+		// directory.
+		return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String(), nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("repository URL %q: %w", raw, err)
 	}
 	switch u.Scheme {
-	case "http", "https", "file":
+	case "http", "https":
+		if u.Host == "" {
+			return "", fmt.Errorf("repository URL %q has no host", raw)
+		}
+	case "file":
+		if strings.Trim(u.Path, "/") == "" {
+			return "", fmt.Errorf("repository URL %q names no directory: use file:///abs/dir", raw)
+		}
 	case "s3":
 		if err := checkS3RepositoryURL(raw); err != nil {
 			return "", err

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,7 +17,8 @@ import (
 )
 
 // FuzzNormalizeRepositoryURL checks that a repository URL the client
-// accepts at init is stable when normalized again, has a scheme the
+// accepts at init is stable when normalized again, that a directory
+// becomes a file URL of that same directory, has a scheme the
 // fetcher reads, and, for s3://, names a usable object for every file the
 // updater appends to it.
 func FuzzNormalizeRepositoryURL(f *testing.F) {
@@ -41,6 +43,14 @@ func FuzzNormalizeRepositoryURL(f *testing.F) {
 				t.Fatalf("URL %q returned with an error: %v", out, err)
 			}
 			return
+		}
+		if !strings.Contains(raw, "://") {
+			// A directory: the URL must lead the fetcher back to it.
+			abs, _ := filepath.Abs(raw)
+			u, err := url.Parse(out)
+			if err != nil || u.Scheme != "file" || u.Path != filepath.ToSlash(abs) {
+				t.Fatalf("directory %q became %q, which names another (%v)", raw, out, err)
+			}
 		}
 		again, err := NormalizeRepositoryURL(out)
 		if err != nil || again != out {

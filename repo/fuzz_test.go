@@ -3,6 +3,7 @@ package repo
 import (
 	"net/url"
 	"path"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -11,7 +12,7 @@ import (
 // an s3:// URL parseS3URL accepts names a bucket and a clean folder, and
 // the URL built back from what it read parses to the same location;
 // a refused URL's error never shows its password; normalizeStorage is
-// stable when applied again.
+// stable when applied again and keeps a directory's name.
 func FuzzStorageURL(f *testing.F) {
 	for _, s := range []string{
 		"s3://bucket/prefix",
@@ -33,6 +34,14 @@ func FuzzStorageURL(f *testing.F) {
 			again, err := normalizeStorage(norm)
 			if err != nil || again != norm {
 				t.Fatalf("normalizeStorage(%q) = %q, then %q (%v)", raw, norm, again, err)
+			}
+			if !strings.Contains(raw, "://") {
+				// A directory: OpenStorage must open that same one.
+				abs, _ := filepath.Abs(raw)
+				u, err := url.Parse(norm)
+				if err != nil || u.Scheme != "file" || u.Path != filepath.ToSlash(abs) {
+					t.Fatalf("directory %q became %q, which names another (%v)", raw, norm, err)
+				}
 			}
 		}
 		u, err := url.Parse(raw)
