@@ -114,8 +114,12 @@ func NormalizeRepositoryURL(raw string) (string, error) {
 			return "", fmt.Errorf("repository URL %q has no host", raw)
 		}
 	case "file":
-		if strings.Trim(u.Path, "/") == "" {
+		if u.Path == "" {
 			return "", fmt.Errorf("repository URL %q names no directory: use file:///abs/dir", raw)
+		}
+		if strings.Trim(u.Path, "/") == "" {
+			// The root directory: trimming its slash would leave none.
+			return (&url.URL{Scheme: "file", Host: u.Host, Path: "/"}).String(), nil
 		}
 	case "s3":
 		if err := checkS3RepositoryURL(raw); err != nil {
