@@ -122,13 +122,17 @@ func NormalizeRepositoryURL(raw string) (string, error) {
 			return (&url.URL{Scheme: "file", Host: u.Host, Path: "/"}).String(), nil
 		}
 	case "s3":
+		if u.Host == "" {
+			return "", fmt.Errorf("repository URL %q has no bucket: use s3://BUCKET/PREFIX", raw)
+		}
 		if err := checkS3RepositoryURL(raw); err != nil {
 			return "", err
 		}
 	default:
 		return "", fmt.Errorf("repository URL %q: unsupported scheme %q (use https://, http://, s3:// or file://)", raw, u.Scheme)
 	}
-	return strings.TrimSuffix(raw, "/"), nil
+	// Every trailing slash: the updater appends "/metadata/..." itself.
+	return strings.TrimRight(raw, "/"), nil
 }
 
 // Init creates a client in dir for the repository at repoURL, trusting
