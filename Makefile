@@ -5,6 +5,7 @@
 #   make demo    the whole story on this machine, with simulated TPMs
 #   make test    everything the tests need, then every test
 #   make bench   benchmarks with baselines
+#   make fuzz    every fuzz target for FUZZTIME each (default 30s)
 #   make lint    gofmt, go mod tidy, go vet, staticcheck, client builds for darwin and windows
 
 GO            ?= go
@@ -33,7 +34,7 @@ export PATH := $(TOOLS):$(PATH)
 # root; PREFIX=/usr/local installs for every user.
 PREFIX        ?= $(HOME)/.local
 
-.PHONY: all build build-sim install test test-deps tools apt demo bench lint clean
+.PHONY: all build build-sim install test test-deps tools apt demo bench fuzz lint clean
 
 all: build
 
@@ -92,6 +93,11 @@ demo:
 
 bench:
 	./scripts/bench.sh
+
+# The seed corpora run in make test; this explores beyond them.
+FUZZTIME ?= 30s
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 lint: $(TOOLS)/staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

@@ -60,7 +60,7 @@ type nodeSpec struct {
 	log   []byte          // serve this event log instead of the boot's
 }
 
-func loadChain(t *testing.T, path string) *tpm.BootChain {
+func loadChain(t testing.TB, path string) *tpm.BootChain {
 	t.Helper()
 	chain, err := tpm.LoadBootChain(path)
 	if err != nil {
@@ -69,7 +69,7 @@ func loadChain(t *testing.T, path string) *tpm.BootChain {
 	return chain
 }
 
-func startNode(t *testing.T, spec nodeSpec) *simNode {
+func startNode(t testing.TB, spec nodeSpec) *simNode {
 	t.Helper()
 	rw, err := tpm.Open("sim")
 	if err != nil {

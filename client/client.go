@@ -99,22 +99,40 @@ func NormalizeRepositoryURL(raw string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		return "file://" + filepath.ToSlash(abs), nil
+		// Escape what a URL path cannot hold as is ("%", "?", "#"), so
+		// that the fetcher, which parses the URL, opens this very
+		// directory.
+		return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String(), nil
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "", fmt.Errorf("repository URL %q: %w", raw, err)
 	}
 	switch u.Scheme {
-	case "http", "https", "file":
+	case "http", "https":
+		if u.Host == "" {
+			return "", fmt.Errorf("repository URL %q has no host", raw)
+		}
+	case "file":
+		if u.Path == "" {
+			return "", fmt.Errorf("repository URL %q names no directory: use file:///abs/dir", raw)
+		}
+		if strings.Trim(u.Path, "/") == "" {
+			// The root directory: trimming its slash would leave none.
+			return (&url.URL{Scheme: "file", Host: u.Host, Path: "/"}).String(), nil
+		}
 	case "s3":
+		if u.Host == "" {
+			return "", fmt.Errorf("repository URL %q has no bucket: use s3://BUCKET/PREFIX", raw)
+		}
 		if err := checkS3RepositoryURL(raw); err != nil {
 			return "", err
 		}
 	default:
 		return "", fmt.Errorf("repository URL %q: unsupported scheme %q (use https://, http://, s3:// or file://)", raw, u.Scheme)
 	}
-	return strings.TrimSuffix(raw, "/"), nil
+	// Every trailing slash: the updater appends "/metadata/..." itself.
+	return strings.TrimRight(raw, "/"), nil
 }
 
 // Init creates a client in dir for the repository at repoURL, trusting

@@ -68,7 +68,7 @@ func parseS3URL(raw string) (*s3Location, error) {
 		return nil, fmt.Errorf("repository URL %q has no bucket: use s3://BUCKET/PREFIX", raw)
 	}
 	key := strings.TrimPrefix(u.Path, "/")
-	if key == "" || path.Clean(key) != key || strings.HasPrefix(key, "../") {
+	if key == "" || path.Clean(key) != key || strings.HasPrefix(key, "/") || strings.HasPrefix(key, "../") {
 		return nil, fmt.Errorf("repository URL %q: %q is not a clean object key", raw, key)
 	}
 	loc := &s3Location{bucket: u.Host, key: key}

@@ -184,8 +184,12 @@ func normalizeStorage(raw string) (string, error) {
 		return "", errors.New("no storage given: use --storage file://DIR")
 	}
 	p := raw
-	if strings.HasPrefix(raw, "file://") {
-		p = strings.TrimPrefix(raw, "file://")
+	if rest, ok := strings.CutPrefix(raw, "file://"); ok {
+		// The path of a file URL is escaped, as OpenStorage reads it.
+		var err error
+		if p, err = url.PathUnescape(rest); err != nil {
+			return "", fmt.Errorf("storage %q: %w", raw, err)
+		}
 	} else if strings.Contains(raw, "://") {
 		return raw, nil
 	}
@@ -193,7 +197,9 @@ func normalizeStorage(raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return "file://" + filepath.ToSlash(abs), nil
+	// Escape what a URL path cannot hold as is ("%", "?", "#"), so that
+	// OpenStorage opens this very directory.
+	return (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String(), nil
 }
 
 // publicKey finds the public half of a key reference without a password
