@@ -392,7 +392,6 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		return refuse(CheckResponse, "no attestation")
 	}
 
-	// 1. The attestation key: pinned, or certified by a trusted CA.
 	ak, trust, fp, err := v.trustAK(att)
 	res.AK = fp
 	if err != nil {
@@ -400,8 +399,39 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 	}
 	res.AKTrust = trust
 
-	// 2. The quote of the policy's bank, and only that bank's: signed by
-	// the key, over this nonce, with the PCR values it carries.
+	pcrs, failed, err := v.verifyQuote(att, ak, nonce)
+	if err != nil {
+		return refuse(failed, "%v", err)
+	}
+
+	var log *replayedLog
+	if raw := att.GetEventLog(); len(raw) > 0 {
+		log, res.EventLog, err = v.replayEventLog(raw, pcrs)
+		if err != nil {
+			return refuse(CheckEventLog, "%v", err)
+		}
+	}
+
+	res.PCRs = v.m.Compare(pcrs)
+	bad, warn := mismatches(res.PCRs)
+	if len(bad) > 0 {
+		if log != nil {
+			res.EventLog.Differences = v.explain(log, res.PCRs, bad)
+		}
+		return refuse(CheckPCRs, "%s", v.pcrsDifferReason(bad, res.EventLog))
+	}
+	if len(warn) > 0 {
+		res.Status, res.Reason = TrustedWithWarnings, "warn-only "+differ(warn)
+		return res
+	}
+	res.Status = Trusted
+	return res
+}
+
+// verifyQuote returns the PCR values of the quote over the policy's bank,
+// and only that bank's, once it is shown signed by the attestation key over
+// this nonce; when it is not, the check that refuses the node.
+func (v *Verifier) verifyQuote(att *attestpb.Attestation, ak crypto.PublicKey, nonce []byte) (map[uint32][]byte, Check, error) {
 	var q *tpmpb.Quote
 	for _, cand := range att.GetQuotes() {
 		if cand.GetPcrs().GetHash() == v.bank {
@@ -410,13 +440,13 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		}
 	}
 	if q == nil {
-		return refuse(CheckQuote, "no quote over the %s bank", v.m.Hash)
+		return nil, CheckQuote, fmt.Errorf("no quote over the %s bank", v.m.Hash)
 	}
 	if err := quote.Verify(q, ak, nonce); err != nil {
 		if overOtherNonce(q, ak, nonce) {
-			return refuse(CheckNonce, "the %s quote is genuine but over another nonce than this request's: a replayed attestation", v.m.Hash)
+			return nil, CheckNonce, fmt.Errorf("the %s quote is genuine but over another nonce than this request's: a replayed attestation", v.m.Hash)
 		}
-		return refuse(CheckQuote, "%s quote does not verify: %v", v.m.Hash, err)
+		return nil, CheckQuote, fmt.Errorf("%s quote does not verify: %w", v.m.Hash, err)
 	}
 	pcrs := q.GetPcrs().GetPcrs()
 	// The quote signs the digest of the PCR values laid end to end: only
@@ -424,36 +454,37 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 	// value, rather than bytes shifted from one PCR to the next.
 	for _, idx := range sortedIndices(pcrs) {
 		if len(pcrs[idx]) != v.hash.Size() {
-			return refuse(CheckQuote, "%s quote gives PCR %d a value of %d bytes, where the bank's digests have %d: the quoted values were tampered with", v.m.Hash, idx, len(pcrs[idx]), v.hash.Size())
+			return nil, CheckQuote, fmt.Errorf("%s quote gives PCR %d a value of %d bytes, where the bank's digests have %d: the quoted values were tampered with", v.m.Hash, idx, len(pcrs[idx]), v.hash.Size())
 		}
 	}
+	return pcrs, "", nil
+}
 
-	// 3. The event log, when there is one, must replay to the quoted PCRs:
-	// only then may it explain them.
-	var log *replayedLog
-	if raw := att.GetEventLog(); len(raw) > 0 {
-		var notReplayed []uint32
-		log, notReplayed, err = replay(raw, v.hash, pcrs)
-		switch {
-		case err != nil:
-			return refuse(CheckEventLog, "event log is malformed: %v", err)
-		case len(notReplayed) > 0:
-			res.EventLog = &EventLogResult{Replayed: false, NotReplayed: notReplayed}
-			return refuse(CheckEventLog, "event log does not replay against the quoted %s PCRs: PCR %s (the log was altered, or is not the log of this boot)", v.m.Hash, joinIndices(notReplayed))
-		}
-		// A PCR that the log has no event for replays to its reset
-		// value; if the quote says otherwise, the log does not explain it.
-		if unexplained := log.unexplained(pcrs); len(unexplained) > 0 {
-			res.EventLog = &EventLogResult{Replayed: false, NotReplayed: unexplained}
-			return refuse(CheckEventLog, "event log has no event for PCR %s, whose quoted %s value is not a reset value: the log leaves it unexplained (events were dropped, or it is not the log of this boot)", joinIndices(unexplained), v.m.Hash)
-		}
-		res.EventLog = &EventLogResult{Replayed: true, Events: len(log.events)}
+// replayEventLog replays the node's event log against the quoted PCRs: only
+// a log that replays to them may explain them. The result comes with a
+// refusal too, so that the report names the PCRs the log fails to explain.
+func (v *Verifier) replayEventLog(raw []byte, pcrs map[uint32][]byte) (*replayedLog, *EventLogResult, error) {
+	log, notReplayed, err := replay(raw, v.hash, pcrs)
+	switch {
+	case err != nil:
+		return nil, nil, fmt.Errorf("event log is malformed: %w", err)
+	case len(notReplayed) > 0:
+		return nil, &EventLogResult{Replayed: false, NotReplayed: notReplayed},
+			fmt.Errorf("event log does not replay against the quoted %s PCRs: PCR %s (the log was altered, or is not the log of this boot)", v.m.Hash, joinIndices(notReplayed))
 	}
+	// A PCR that the log has no event for replays to its reset value; if
+	// the quote says otherwise, the log does not explain it.
+	if unexplained := log.unexplained(pcrs); len(unexplained) > 0 {
+		return nil, &EventLogResult{Replayed: false, NotReplayed: unexplained},
+			fmt.Errorf("event log has no event for PCR %s, whose quoted %s value is not a reset value: the log leaves it unexplained (events were dropped, or it is not the log of this boot)", joinIndices(unexplained), v.m.Hash)
+	}
+	return log, &EventLogResult{Replayed: true, Events: len(log.events)}, nil
+}
 
-	// 4. Every reference PCR.
-	res.PCRs = v.m.Compare(pcrs)
-	var bad, warn []uint32
-	for _, r := range res.PCRs {
+// mismatches splits the reference PCRs that differ from the quoted ones
+// into those that refuse the node and those that only warn.
+func mismatches(results []metadata.PCRResult) (bad, warn []uint32) {
+	for _, r := range results {
 		switch {
 		case r.Match:
 		case r.WarnOnly:
@@ -462,28 +493,26 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 			bad = append(bad, r.Index)
 		}
 	}
-	if len(bad) > 0 {
-		reason := differ(bad) + " from the reference measurements"
-		if v.clusterID != "" && contains(bad, metadata.ClusterIDPCRIndex) {
-			reason += fmt.Sprintf(" (PCR %d is not bound to cluster ID %q)", metadata.ClusterIDPCRIndex, v.clusterID)
-		}
-		if log != nil {
-			res.EventLog.Differences = v.explain(log, res.PCRs, bad)
-			for _, d := range res.EventLog.Differences {
-				if d.Node != nil || d.Reference != nil {
-					reason += "; first differing boot event: " + d.summary()
-					break
-				}
+	return bad, warn
+}
+
+// pcrsDifferReason says why a node whose PCRs bad differ is refused,
+// pointing an operator at the likely cause: a cluster ID the node is not
+// bound to, or the first boot event that departs from the reference.
+func (v *Verifier) pcrsDifferReason(bad []uint32, eventLog *EventLogResult) string {
+	reason := differ(bad) + " from the reference measurements"
+	if v.clusterID != "" && contains(bad, metadata.ClusterIDPCRIndex) {
+		reason += fmt.Sprintf(" (PCR %d is not bound to cluster ID %q)", metadata.ClusterIDPCRIndex, v.clusterID)
+	}
+	if eventLog != nil {
+		for _, d := range eventLog.Differences {
+			if d.Node != nil || d.Reference != nil {
+				reason += "; first differing boot event: " + d.summary()
+				break
 			}
 		}
-		return refuse(CheckPCRs, "%s", reason)
 	}
-	if len(warn) > 0 {
-		res.Status, res.Reason = TrustedWithWarnings, "warn-only "+differ(warn)
-		return res
-	}
-	res.Status = Trusted
-	return res
+	return reason
 }
 
 // overOtherNonce tells whether a quote that failed verification is a
