@@ -98,83 +98,24 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 	if owner == nil {
 		return nil, errors.New("in-toto layout: no layout owner key to sign with")
 	}
-	threshold := opts.Threshold
-	if threshold == 0 {
-		threshold = 1
+	threshold, expires, err := opts.thresholdAndExpiry()
+	if err != nil {
+		return nil, err
 	}
-	if threshold < 0 {
-		return nil, fmt.Errorf("in-toto layout: threshold %d is negative", opts.Threshold)
-	}
-	if opts.Expires.IsZero() {
-		return nil, errors.New("in-toto layout: no expiry time given")
-	}
-	expires := opts.Expires.UTC().Truncate(time.Second)
-	if !expires.After(time.Now()) {
-		return nil, fmt.Errorf("in-toto layout: expiry time %s is in the past", expires.Format(intotoTimeFormat))
-	}
-
 	keys := map[string]in_toto.Key{}
-	stepKeys := func(step string, pubs []crypto.PublicKey) ([]string, error) {
-		if len(pubs) == 0 {
-			return nil, fmt.Errorf("in-toto layout: step %s has no functionary keys", step)
-		}
-		if len(pubs) < threshold {
-			return nil, fmt.Errorf("in-toto layout: step %s has %d functionary key(s), fewer than the threshold %d", step, len(pubs), threshold)
-		}
-		ids := make([]string, 0, len(pubs))
-		for i, pub := range pubs {
-			k, err := intotoKey(pub)
-			if err != nil {
-				return nil, fmt.Errorf("in-toto layout: functionary key %d of step %s: %w", i+1, step, err)
-			}
-			if slices.Contains(ids, k.KeyID) {
-				return nil, fmt.Errorf("in-toto layout: functionary key %s is listed twice for step %s", k.KeyID, step)
-			}
-			ids = append(ids, k.KeyID)
-			keys[k.KeyID] = k
-		}
-		return ids, nil
-	}
-	readIDs, err := stepKeys(StepReadMeasurements, opts.ReadFunctionaries)
+	readIDs, err := functionaryKeys(StepReadMeasurements, opts.ReadFunctionaries, threshold, keys)
 	if err != nil {
 		return nil, err
 	}
-	publishIDs, err := stepKeys(StepPublish, opts.PublishFunctionaries)
+	publishIDs, err := functionaryKeys(StepPublish, opts.PublishFunctionaries, threshold, keys)
 	if err != nil {
 		return nil, err
 	}
 
-	matchRead := []string{"MATCH", metadata.MeasurementsFile, "WITH", "PRODUCTS", "FROM", StepReadMeasurements}
-	disallowAll := []string{"DISALLOW", "*"}
 	// Every list is non-nil: in-toto 1.3.1 refuses null where it expects a list.
 	layout := in_toto.Layout{
-		Type: "layout",
-		Steps: []in_toto.Step{
-			{
-				Type:            "step",
-				PubKeys:         readIDs,
-				ExpectedCommand: []string{},
-				Threshold:       threshold,
-				SupplyChainItem: in_toto.SupplyChainItem{
-					Name: StepReadMeasurements,
-					// The PCRs come from a TPM, not from files: whatever
-					// files pcr-reader records as inputs are not constrained.
-					ExpectedMaterials: [][]string{},
-					ExpectedProducts:  [][]string{{"CREATE", metadata.MeasurementsFile}, disallowAll},
-				},
-			},
-			{
-				Type:            "step",
-				PubKeys:         publishIDs,
-				ExpectedCommand: []string{},
-				Threshold:       threshold,
-				SupplyChainItem: in_toto.SupplyChainItem{
-					Name:              StepPublish,
-					ExpectedMaterials: [][]string{matchRead, disallowAll},
-					ExpectedProducts:  [][]string{matchRead, disallowAll},
-				},
-			},
-		},
+		Type:    "layout",
+		Steps:   measurementsSteps(readIDs, publishIDs, threshold),
 		Inspect: []in_toto.Inspection{},
 		Keys:    keys,
 		Expires: expires.Format(intotoTimeFormat),
@@ -186,6 +127,87 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 		return nil, fmt.Errorf("in-toto layout: %w", err)
 	}
 	return marshalMetablock(mb)
+}
+
+// thresholdAndExpiry returns the threshold, 0 read as 1, and the expiry as
+// the layout stores it: to the second, in UTC, which is what must lie in the
+// future.
+func (opts LayoutOptions) thresholdAndExpiry() (int, time.Time, error) {
+	threshold := opts.Threshold
+	if threshold == 0 {
+		threshold = 1
+	}
+	if threshold < 0 {
+		return 0, time.Time{}, fmt.Errorf("in-toto layout: threshold %d is negative", opts.Threshold)
+	}
+	if opts.Expires.IsZero() {
+		return 0, time.Time{}, errors.New("in-toto layout: no expiry time given")
+	}
+	expires := opts.Expires.UTC().Truncate(time.Second)
+	if !expires.After(time.Now()) {
+		return 0, time.Time{}, fmt.Errorf("in-toto layout: expiry time %s is in the past", expires.Format(intotoTimeFormat))
+	}
+	return threshold, expires, nil
+}
+
+// functionaryKeys returns the key IDs of the functionaries of step and adds
+// their keys to keys, the layout's key records. A step needs at least
+// threshold distinct keys, or no set of its links could ever meet it.
+func functionaryKeys(step string, pubs []crypto.PublicKey, threshold int, keys map[string]in_toto.Key) ([]string, error) {
+	if len(pubs) == 0 {
+		return nil, fmt.Errorf("in-toto layout: step %s has no functionary keys", step)
+	}
+	if len(pubs) < threshold {
+		return nil, fmt.Errorf("in-toto layout: step %s has %d functionary key(s), fewer than the threshold %d", step, len(pubs), threshold)
+	}
+	ids := make([]string, 0, len(pubs))
+	for i, pub := range pubs {
+		k, err := intotoKey(pub)
+		if err != nil {
+			return nil, fmt.Errorf("in-toto layout: functionary key %d of step %s: %w", i+1, step, err)
+		}
+		if slices.Contains(ids, k.KeyID) {
+			return nil, fmt.Errorf("in-toto layout: functionary key %s is listed twice for step %s", k.KeyID, step)
+		}
+		ids = append(ids, k.KeyID)
+		keys[k.KeyID] = k
+	}
+	return ids, nil
+}
+
+// measurementsSteps are the two steps of the supply chain, with the artifact
+// rules that tie the published measurements.json to the one read from the
+// TPM. Every list is non-nil: in-toto 1.3.1 refuses null where it expects a
+// list.
+func measurementsSteps(readIDs, publishIDs []string, threshold int) []in_toto.Step {
+	matchRead := []string{"MATCH", metadata.MeasurementsFile, "WITH", "PRODUCTS", "FROM", StepReadMeasurements}
+	disallowAll := []string{"DISALLOW", "*"}
+	return []in_toto.Step{
+		{
+			Type:            "step",
+			PubKeys:         readIDs,
+			ExpectedCommand: []string{},
+			Threshold:       threshold,
+			SupplyChainItem: in_toto.SupplyChainItem{
+				Name: StepReadMeasurements,
+				// The PCRs come from a TPM, not from files: whatever
+				// files pcr-reader records as inputs are not constrained.
+				ExpectedMaterials: [][]string{},
+				ExpectedProducts:  [][]string{{"CREATE", metadata.MeasurementsFile}, disallowAll},
+			},
+		},
+		{
+			Type:            "step",
+			PubKeys:         publishIDs,
+			ExpectedCommand: []string{},
+			Threshold:       threshold,
+			SupplyChainItem: in_toto.SupplyChainItem{
+				Name:              StepPublish,
+				ExpectedMaterials: [][]string{matchRead, disallowAll},
+				ExpectedProducts:  [][]string{matchRead, disallowAll},
+			},
+		},
+	}
 }
 
 // NewLink returns the in-toto link of one performance of step, signed by
