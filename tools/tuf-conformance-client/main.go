@@ -5,7 +5,7 @@
 //	tuf-conformance-client --metadata-dir D init ROOT
 //	tuf-conformance-client --metadata-dir D --metadata-url U refresh
 //	tuf-conformance-client --metadata-dir D --metadata-url U \
-//	    --target-name P --target-base-url T --target-dir TD download
+//	    --target-name P [--target-name P2 ...] --target-base-url T --target-dir TD download
 //
 // The updater is client.NewUpdater, with the fetcher and the go-tuf
 // configuration that client.Client uses. Exit status 0 means the command
@@ -52,8 +52,10 @@ const usage = `usage:
       --target-base-url URL --target-dir DIR download
 
 The client protocol of the TUF conformance suite (CLIENT-CLI.md of
-theupdateframework/tuf-conformance), over mtuf's TUF updater. The reference
-time is the output of 'date +%s'. Exit status: 0 on success, 1 otherwise.
+theupdateframework/tuf-conformance), over mtuf's TUF updater. A repeated
+--target-name downloads the targets in order, after one refresh, and stops at
+the first that fails. The reference time is the output of 'date +%s'. Exit
+status: 0 on success, 1 otherwise.
 `
 
 // maxRootBytes bounds the trusted root file given to init: go-tuf accepts
@@ -61,9 +63,11 @@ time is the output of 'date +%s'. Exit status: 0 on success, 1 otherwise.
 const maxRootBytes = 512000
 
 type options struct {
-	metadataDir   string
-	metadataURL   string
-	targetName    string
+	metadataDir string
+	metadataURL string
+	// targetNames are downloaded in order by one updater; the first
+	// that fails ends the download (the protocol repeats --target-name).
+	targetNames   []string
 	targetBaseURL string
 	targetDir     string
 }
@@ -74,7 +78,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(io.Discard)
 	fs.StringVar(&o.metadataDir, "metadata-dir", "", "directory of the trusted metadata")
 	fs.StringVar(&o.metadataURL, "metadata-url", "", "base URL of the repository's metadata")
-	fs.StringVar(&o.targetName, "target-name", "", "target path to download")
+	fs.StringArrayVar(&o.targetNames, "target-name", nil, "target path to download (repeat for several, downloaded in order)")
 	fs.StringVar(&o.targetBaseURL, "target-base-url", "", "base URL of the repository's targets")
 	fs.StringVar(&o.targetDir, "target-dir", "", "directory of the downloaded targets")
 	help := fs.BoolP("help", "h", false, "show this help")
@@ -160,7 +164,7 @@ func download(ctx context.Context, o options, stdout io.Writer) error {
 	switch {
 	case o.metadataURL == "":
 		return errors.New("download needs --metadata-url URL")
-	case o.targetName == "":
+	case len(o.targetNames) == 0:
 		return errors.New("download needs --target-name PATH")
 	case o.targetBaseURL == "":
 		return errors.New("download needs --target-base-url URL")
@@ -175,19 +179,30 @@ func download(ctx context.Context, o options, stdout io.Writer) error {
 	if err := up.Refresh(); err != nil {
 		return fmt.Errorf("refresh from %s: %w", o.metadataURL, err)
 	}
-	ti, err := up.GetTargetInfo(o.targetName)
+	for _, name := range o.targetNames {
+		if err := downloadOne(up, name, stdout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// downloadOne fetches one target with the refreshed updater, or finds it
+// already verified in the target directory.
+func downloadOne(up *updater.Updater, name string, stdout io.Writer) error {
+	ti, err := up.GetTargetInfo(name)
 	if err != nil {
-		return fmt.Errorf("target %q: %w", o.targetName, err)
+		return fmt.Errorf("target %q: %w", name, err)
 	}
 	if path, _, err := up.FindCachedTarget(ti, ""); err == nil && path != "" {
-		fmt.Fprintf(stdout, "%s is up to date in %s\n", o.targetName, path)
+		fmt.Fprintf(stdout, "%s is up to date in %s\n", name, path)
 		return nil
 	}
 	path, _, err := up.DownloadTarget(ti, "", "")
 	if err != nil {
-		return fmt.Errorf("download %q: %w", o.targetName, err)
+		return fmt.Errorf("download %q: %w", name, err)
 	}
-	fmt.Fprintf(stdout, "downloaded %s to %s\n", o.targetName, path)
+	fmt.Fprintf(stdout, "downloaded %s to %s\n", name, path)
 	return nil
 }
 

@@ -266,9 +266,13 @@ func (c *tufClient) refresh() (int, string) {
 	return c.run("--metadata-url", c.repo.srv.URL+"/metadata", "--metadata-dir", c.metadataDir, "refresh")
 }
 
-func (c *tufClient) download(name string) (int, string) {
-	return c.run("--metadata-url", c.repo.srv.URL+"/metadata", "--metadata-dir", c.metadataDir,
-		"--target-name", name, "--target-dir", c.targetDir, "--target-base-url", c.repo.srv.URL+"/targets", "download")
+func (c *tufClient) download(names ...string) (int, string) {
+	args := []string{"--metadata-url", c.repo.srv.URL + "/metadata", "--metadata-dir", c.metadataDir}
+	for _, name := range names {
+		args = append(args, "--target-name", name)
+	}
+	args = append(args, "--target-dir", c.targetDir, "--target-base-url", c.repo.srv.URL+"/targets", "download")
+	return c.run(args...)
 }
 
 func (c *tufClient) trustedVersion(role string) int64 {
@@ -366,6 +370,43 @@ func TestInitRefreshDownload(t *testing.T) {
 	// A target the repository does not list fails.
 	if code, out := c.download("nonexistent"); code != 1 || !strings.Contains(out, `target "nonexistent"`) {
 		t.Errorf("download of a missing target: exit %d: %s", code, out)
+	}
+}
+
+// A repeated --target-name downloads the targets in order with one
+// updater, after one refresh, and stops with exit 1 at the first that
+// fails: the targets after it are not fetched.
+func TestDownloadSeveralTargets(t *testing.T) {
+	t.Parallel()
+	r := newTestRepo(t, time.Now().Add(7*24*time.Hour))
+	for _, name := range []string{"a.txt", "b.txt", "c.txt"} {
+		r.addTarget(metadata.TARGETS, name, []byte("contents of "+name))
+	}
+	r.publish(metadata.TARGETS)
+	c := newClient(t, r)
+	c.init1()
+
+	if code, out := c.download("a.txt", "b.txt"); code != 0 {
+		t.Fatalf("download a.txt b.txt: exit %d: %s", code, out)
+	}
+	if got := c.downloaded(); len(got) != 2 || got["a.txt"] != "contents of a.txt" || got["b.txt"] != "contents of b.txt" {
+		t.Errorf("downloaded %v, want a.txt and b.txt", got)
+	}
+	if n := r.requested("/metadata/timestamp.json"); n != 1 {
+		t.Errorf("timestamp.json fetched %d times for one download of two targets, want 1", n)
+	}
+
+	code, out := c.download("missing.txt", "c.txt")
+	if code != 1 || !strings.Contains(out, `target "missing.txt"`) {
+		t.Errorf("download missing.txt c.txt: exit %d: %s", code, out)
+	}
+	if _, ok := c.downloaded()["c.txt"]; ok {
+		t.Error("c.txt was downloaded after missing.txt failed")
+	}
+	for _, q := range r.requests {
+		if strings.HasSuffix(q, ".c.txt") {
+			t.Errorf("c.txt was requested after missing.txt failed: %s", q)
+		}
 	}
 }
 
