@@ -38,15 +38,11 @@ const maxDelegations = 32
 // When it does not, the error wraps ErrStale, and go-tuf's typed error
 // when there is one (ErrExpiredMetadata for an expired role).
 func (c *Client) Current(ctx context.Context) (*metadata.Measurements, error) {
-	unlock, err := c.lock(ctx)
+	unlock, err := c.lockCurrent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	// Another run may have updated since Open: check what is trusted now.
-	if err := c.loadConfig(); err != nil {
-		return nil, err
-	}
 	return c.current()
 }
 
@@ -54,14 +50,11 @@ func (c *Client) Current(ctx context.Context) (*metadata.Measurements, error) {
 // last update, then checks them as Current does, under one hold of the
 // state lock.
 func (c *Client) UpdateCurrent(ctx context.Context) (*metadata.Measurements, error) {
-	unlock, err := c.lock(ctx)
+	unlock, err := c.lockCurrent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if err := c.loadConfig(); err != nil {
-		return nil, err
-	}
 	if c.config.Measurements == nil {
 		return nil, c.noMeasurements()
 	}
@@ -69,6 +62,20 @@ func (c *Client) UpdateCurrent(ctx context.Context) (*metadata.Measurements, err
 		return nil, err
 	}
 	return c.current()
+}
+
+// lockCurrent takes the state lock and reads the config again: another
+// run may have updated it since Open, and what is trusted now is what
+// counts.
+func (c *Client) lockCurrent(ctx context.Context) (unlock func(), err error) {
+	if unlock, err = c.lock(ctx); err != nil {
+		return nil, err
+	}
+	if err := c.loadConfig(); err != nil {
+		unlock()
+		return nil, err
+	}
+	return unlock, nil
 }
 
 func (c *Client) noMeasurements() error {
