@@ -69,10 +69,7 @@ func TestUpdateDiscardsDamagedCache(t *testing.T) {
 				t.Parallel()
 				f := newFixture(t)
 				f.publish(t, "v1.0.0", 0x40)
-				c, state := f.client(t, f.repoDir)
-				if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
-					t.Fatal(err)
-				}
+				c, state := f.updatedClient(t)
 				matches, _ := filepath.Glob(filepath.Join(state, "tuf", tc.glob))
 				if len(matches) == 0 {
 					t.Fatalf("no %s in the cache", tc.glob)
@@ -116,10 +113,7 @@ func TestDamagedRootOrConfig(t *testing.T) {
 			}
 		})
 		t.Run("root/"+content, func(t *testing.T) {
-			c, state := f.client(t, f.repoDir)
-			if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
-				t.Fatal(err)
-			}
+			c, state := f.updatedClient(t)
 			if err := os.WriteFile(filepath.Join(state, "tuf", "root.json"), []byte(content), 0o644); err != nil {
 				t.Fatal(err)
 			}

@@ -17,10 +17,7 @@ func TestCurrentRefusesExpiredMetadata(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
-	c, _ := f.client(t, f.repoDir)
-	if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := f.updatedClient(t)
 	m, err := c.Current(context.Background())
 	if err != nil || m.PCRs[4].Expected[0] != 0x40 {
 		t.Fatalf("Current right after update = %v, %v", m, err)
@@ -38,10 +35,7 @@ func TestCurrentRefusesRevokedMeasurements(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
-	c, _ := f.client(t, f.repoDir)
-	if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := f.updatedClient(t)
 	f.publish(t, "v1.0.0", 0x50)
 
 	// Blocked entirely: the old metadata holds until it expires.

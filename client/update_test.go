@@ -80,6 +80,17 @@ func (f *fixture) publish(t *testing.T, image string, fill byte) *metadata.Measu
 	return m
 }
 
+// updatedClient is a client of the fixture's directory that has updated
+// the v1.0.0 qemu-vtpm measurements once, and its state directory.
+func (f *fixture) updatedClient(t *testing.T) (*client.Client, string) {
+	t.Helper()
+	c, state := f.client(t, f.repoDir)
+	if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
+		t.Fatal(err)
+	}
+	return c, state
+}
+
 func (f *fixture) client(t *testing.T, url string) (*client.Client, string) {
 	t.Helper()
 	state := filepath.Join(t.TempDir(), "state")
@@ -127,10 +138,7 @@ func TestUpdateFollowsNewMeasurements(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
 	f.publish(t, "v1.0.0", 0x40)
-	c, _ := f.client(t, f.repoDir)
-	if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
-		t.Fatal(err)
-	}
+	c, _ := f.updatedClient(t)
 	f.publish(t, "v1.0.0", 0x50)
 	got, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm")
 	if err != nil {
@@ -211,10 +219,7 @@ func TestUpdateRefusesAttacks(t *testing.T) {
 			t.Parallel()
 			f := newFixture(t)
 			f.publish(t, "v1.0.0", 0x40)
-			c, state := f.client(t, f.repoDir)
-			if _, err := c.Update(context.Background(), "v1.0.0", "qemu-vtpm"); err != nil {
-				t.Fatal(err)
-			}
+			c, state := f.updatedClient(t)
 			f.oldTimestamp, _ = os.ReadFile(filepath.Join(f.repoDir, "metadata/timestamp.json"))
 			f.publish(t, "v1.0.0", 0x50)
 			// The client's cached target is dropped so that it downloads again.
