@@ -341,7 +341,7 @@ func isNotFound(err error) bool {
 
 // download returns a verified target, from the cache when it is there.
 func (c *Client) download(up *updater.Updater, name string) ([]byte, error) {
-	ti, err := up.GetTargetInfo(name)
+	ti, err := LookupTarget(up, name)
 	if err != nil {
 		if isNotFound(err) {
 			return nil, fmt.Errorf("%s: %w", name, errTargetNotFound)

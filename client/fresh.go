@@ -9,7 +9,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
@@ -27,7 +26,8 @@ var ErrStale = errors.New("trusted measurements are not current")
 // ErrNoMeasurements is returned when no update has recorded measurements.
 var ErrNoMeasurements = errors.New("no trusted measurements yet")
 
-// maxDelegations bounds the delegation walk, as go-tuf's updater does.
+// maxDelegations bounds the delegation walk, as go-tuf's updater does
+// (config.UpdaterConfig.MaxDelegations): the walks must agree.
 const maxDelegations = 32
 
 // Current returns the trusted measurements after checking, from the local
@@ -130,9 +130,9 @@ func (c *Client) current() (*metadata.Measurements, error) {
 }
 
 // findLocalTarget loads the cached top-level metadata into tm, then walks
-// the delegations from targets to the role that lists name, as go-tuf's
-// updater does, loading each role from the cache and checking it against
-// the role that delegates to it on this path.
+// the delegations from targets to the role that lists name, loading each
+// role from the cache and checking it against the role that delegates to
+// it on this path.
 func (c *Client) findLocalTarget(tm *trustedmetadata.TrustedMetadata, name string) (*tuf.TargetFiles, error) {
 	read := func(role string) ([]byte, error) {
 		data, err := os.ReadFile(filepath.Join(c.dir, tufDir, url.PathEscape(role)+".json"))
@@ -154,47 +154,22 @@ func (c *Client) findLocalTarget(tm *trustedmetadata.TrustedMetadata, name strin
 	if _, err := tm.UpdateSnapshot(data, true); err != nil {
 		return nil, err
 	}
-	type step struct{ role, parent string }
-	stack := []step{{tuf.TARGETS, tuf.ROOT}}
-	visited := map[string]bool{}
-	for len(stack) > 0 && len(visited) <= maxDelegations {
-		s := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		if visited[s.role] {
-			continue
+	ti, err := walkDelegations(tm.Targets, name, func(role, parent string) (*tuf.Metadata[tuf.TargetsType], error) {
+		data, err := read(role)
+		if err != nil {
+			return nil, err
 		}
-		md := tm.Targets[s.role]
-		if md == nil {
-			if data, err = read(s.role); err != nil {
-				return nil, err
-			}
-			if md, err = tm.UpdateDelegatedTargets(data, s.role, s.parent); err != nil {
-				return nil, fmt.Errorf("role %s: %w", s.role, err)
-			}
-		} else if s.parent != tuf.ROOT {
-			// Loaded before through another delegator: it must verify
-			// against this one too.
-			if err := tm.Targets[s.parent].VerifyDelegate(s.role, md); err != nil {
-				return nil, fmt.Errorf("role %s delegated by %s: %w", s.role, s.parent, err)
-			}
+		md, err := tm.UpdateDelegatedTargets(data, role, parent)
+		if err != nil {
+			return nil, fmt.Errorf("role %s: %w", role, err)
 		}
-		if ti, ok := md.Signed.Targets[name]; ok {
-			return ti, nil
-		}
-		visited[s.role] = true
-		if md.Signed.Delegations == nil {
-			continue
-		}
-		var children []step
-		for _, r := range md.Signed.Delegations.GetRolesForTarget(name) {
-			children = append(children, step{r.Name, s.role})
-			if r.Terminating {
-				stack = nil
-				break
-			}
-		}
-		slices.Reverse(children)
-		stack = append(stack, children...)
+		return md, nil
+	})
+	if err == nil {
+		return ti, nil
+	}
+	if !errors.Is(err, errNotListed) {
+		return nil, err
 	}
 	return nil, fmt.Errorf("the trusted metadata no longer lists target %s", name)
 }

@@ -28,26 +28,24 @@ func (c *Client) List(ctx context.Context) ([]Available, error) {
 		return nil, err
 	}
 	defer unlock()
-	roles, err := c.loadAllMeasurementsBins(ctx)
+	targets, err := c.loadAllMeasurementsBins(ctx)
 	if err != nil && c.discardDamagedCache() {
-		roles, err = c.loadAllMeasurementsBins(ctx)
+		targets, err = c.loadAllMeasurementsBins(ctx)
 	}
 	if err != nil {
 		return nil, err
 	}
 	var out []Available
-	for _, md := range roles {
-		for name := range md.Signed.Targets {
-			if img, plat, ok := metadata.ParseMeasurementsTarget(name); ok {
-				out = append(out, Available{Image: img, Platform: plat, Target: name})
-			}
+	for name := range targets {
+		if img, plat, ok := metadata.ParseMeasurementsTarget(name); ok {
+			out = append(out, Available{Image: img, Platform: plat, Target: name})
 		}
 	}
 	sortAvailable(out)
 	return out, nil
 }
 
-func (c *Client) loadAllMeasurementsBins(ctx context.Context) (map[string]*tuf.Metadata[tuf.TargetsType], error) {
+func (c *Client) loadAllMeasurementsBins(ctx context.Context) (map[string]*tuf.TargetFiles, error) {
 	up, err := c.refresh(ctx)
 	if err != nil {
 		return nil, err
@@ -55,13 +53,16 @@ func (c *Client) loadAllMeasurementsBins(ctx context.Context) (map[string]*tuf.M
 	return loadAllBins(up, "measurements/x/x/measurements.json")
 }
 
-// loadAllBins makes go-tuf load and verify, through its own delegation
-// walk, the role that would hold sample and every hash bin it delegates
-// to, and returns all targets-type metadata then trusted. go-tuf loads a
-// bin only when asked for a target in it, so for each bin a target path
-// that hashes into it is looked up; the lookup itself finds nothing.
-func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.Metadata[tuf.TargetsType], error) {
-	if _, err := up.GetTargetInfo(sample); err != nil && !isNotFound(err) {
+// loadAllBins makes go-tuf load and verify the role that would hold
+// sample and every hash bin it delegates to, and returns every target a
+// lookup reaches in the roles then trusted, by name. go-tuf loads a bin
+// only when asked for a target in it, so for each bin a target path that
+// hashes into it is looked up; the lookup itself finds nothing. Each name
+// is then looked up as a download would, along its own delegation path:
+// an entry that a lookup would not end on, or would refuse, is not on
+// offer.
+func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.TargetFiles, error) {
+	if _, err := LookupTarget(up, sample); err != nil && !isNotFound(err) {
 		return nil, explain(err)
 	}
 	trusted := up.GetTrustedMetadataSet()
@@ -92,7 +93,7 @@ func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.Metadata[t
 			if _, ok := trusted.Targets[bin]; ok {
 				continue
 			}
-			if _, err := up.GetTargetInfo(probe); err != nil && !isNotFound(err) {
+			if _, err := LookupTarget(up, probe); err != nil && !isNotFound(err) {
 				return nil, explain(err)
 			}
 		}
@@ -100,7 +101,23 @@ func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.Metadata[t
 			return nil, fmt.Errorf("could not reach all %d hash bins", count)
 		}
 	}
-	return up.GetTrustedMetadataSet().Targets, nil
+	names := map[string]bool{}
+	for _, md := range up.GetTrustedMetadataSet().Targets {
+		for name := range md.Signed.Targets {
+			names[name] = true
+		}
+	}
+	out := map[string]*tuf.TargetFiles{}
+	for name := range names {
+		ti, err := LookupTarget(up, name)
+		if err != nil && !isNotFound(err) {
+			return nil, explain(err)
+		}
+		if ti != nil {
+			out[name] = ti
+		}
+	}
+	return out, nil
 }
 
 // checkBins refuses a hash-bin delegation of more bins than a repository

@@ -49,19 +49,17 @@ func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, 
 	if err != nil {
 		return nil, err
 	}
-	roles, err := loadAllBins(up, "cli/x/x/mtuf")
+	targets, err := loadAllBins(up, "cli/x/x/mtuf")
 	if err != nil {
 		return nil, err
 	}
 	var out []Release
-	for _, md := range roles {
-		for name, tf := range md.Signed.Targets {
-			parts := strings.Split(name, "/")
-			if len(parts) != 4 || parts[0] != "cli" || parts[3] != "mtuf" || parts[2] != goos+"-"+goarch || !semver.IsValid(parts[1]) {
-				continue
-			}
-			out = append(out, Release{Version: parts[1], OS: goos, Arch: goarch, Target: name, Length: tf.Length})
+	for name, tf := range targets {
+		parts := strings.Split(name, "/")
+		if len(parts) != 4 || parts[0] != "cli" || parts[3] != "mtuf" || parts[2] != goos+"-"+goarch || !semver.IsValid(parts[1]) {
+			continue
 		}
+		out = append(out, Release{Version: parts[1], OS: goos, Arch: goarch, Target: name, Length: tf.Length})
 	}
 	sort.Slice(out, func(i, j int) bool { return semver.Compare(out[i].Version, out[j].Version) > 0 })
 	return out, nil
@@ -121,7 +119,7 @@ func (c *Client) SelfUpdate(ctx context.Context, opts SelfUpdateOptions) (*Relea
 	if err := up.Refresh(); err != nil {
 		return nil, explain(err)
 	}
-	ti, err := up.GetTargetInfo(rel.Target)
+	ti, err := LookupTarget(up, rel.Target)
 	if err != nil {
 		return nil, fmt.Errorf("release %s: %w", rel.Target, explain(err))
 	}

@@ -188,7 +188,11 @@ func linkTargetNames(up *updater.Updater, measName string, m *metadata.Measureme
 			names = append(names, name)
 		}
 	}
-	if ti, err := up.GetTargetInfo(measName); err == nil && ti.Custom != nil {
+	ti, err := LookupTarget(up, measName)
+	if err != nil {
+		return nil, explain(err)
+	}
+	if ti.Custom != nil {
 		if custom, err := metadata.ParseMeasurementsCustom(*ti.Custom); err == nil {
 			if len(custom.Links) > metadata.MaxMeasurementsLinks {
 				return nil, fmt.Errorf("%w: the target lists %d links, at most %d are accepted", intoto.ErrLinkInvalid, len(custom.Links), metadata.MaxMeasurementsLinks)

@@ -254,12 +254,16 @@ func (m *mirror) verifySnapshot(ctx context.Context, trusted *trustedmetadata.Tr
 
 // verifyTargets fetches and verifies every role the top-level targets
 // delegates to, and theirs, breadth first: a bin is only loaded once the
-// role that delegates to it is.
+// role that delegates to it is. A role delegated by several roles is
+// loaded once and verified against each of them (TUF 5.6.7): a client's
+// lookup checks it against the delegator on its own path, and would
+// refuse a role another delegator's keys signed.
 func (m *mirror) verifyTargets(ctx context.Context, trusted *trustedmetadata.TrustedMetadata) error {
 	snapName := m.snapshot.name
 	type pending struct{ role, parent string }
 	queue := []pending{{tuf.TARGETS, tuf.ROOT}}
 	seen := map[string]bool{tuf.TARGETS: true}
+	var again []pending
 	for len(queue) > 0 {
 		p := queue[0]
 		queue = queue[1:]
@@ -289,8 +293,16 @@ func (m *mirror) verifyTargets(ctx context.Context, trusted *trustedmetadata.Tru
 				if !seen[c] {
 					seen[c] = true
 					queue = append(queue, pending{c, p.role})
+				} else {
+					again = append(again, pending{c, p.role})
 				}
 			}
+		}
+	}
+	for _, p := range again {
+		if err := trusted.Targets[p.parent].VerifyDelegate(p.role, trusted.Targets[p.role]); err != nil {
+			meta := trusted.Snapshot.Signed.Meta[p.role+".json"]
+			return m.untrusted(fmt.Sprintf("metadata/%d.%s.json", meta.Version, p.role), fmt.Errorf("role %s as delegated by %s: %w", p.role, p.parent, err))
 		}
 	}
 	m.res.Roles = len(m.roles)

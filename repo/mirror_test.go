@@ -18,6 +18,7 @@ import (
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 
 	"github.com/mtuf/mtuf/internal/s3test"
+	"github.com/mtuf/mtuf/internal/tuftest"
 	"github.com/mtuf/mtuf/keys"
 )
 
@@ -510,5 +511,29 @@ func TestMirrorSourceErrors(t *testing.T) {
 	// A missing trust anchor is refused before anything is read.
 	if _, err := Mirror(ctx, t.TempDir(), dst, MirrorOptions{}); err == nil || !strings.Contains(err.Error(), "--root FILE") {
 		t.Errorf("no root: %v", err)
+	}
+}
+
+// A role that two roles delegate to, signed for one of them only, is
+// refused: a client's lookup through the other delegator refuses it, so
+// the source is not what it serves.
+func TestMirrorRefusesRoleUnsignedByOneDelegator(t *testing.T) {
+	t.Parallel()
+	src := t.TempDir()
+	root := tuftest.SharedRoleRepo(t, src, map[string][]byte{
+		"measurements/v1.0.0/qemu-vtpm/measurements.json": []byte("through a"),
+		"measurements/v2.0.0/qemu-vtpm/measurements.json": []byte("through b"),
+	})
+	dstDir := filepath.Join(t.TempDir(), "mirror")
+	dst, err := NewFileStorage(dstDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Mirror(context.Background(), src, dst, MirrorOptions{Root: root})
+	if !errors.Is(err, ErrUntrustedSource) || !errors.Is(err, &tuf.ErrUnsignedMetadata{}) || !strings.Contains(err.Error(), "role shared as delegated by b") {
+		t.Fatalf("%v: want the source refused for role shared, unsigned by b's keys", err)
+	}
+	if got := listFiles(t, dstDir); len(got) != 0 {
+		t.Errorf("the refused mirror wrote %d files", len(got))
 	}
 }

@@ -187,10 +187,11 @@ func download(ctx context.Context, o options, stdout io.Writer) error {
 	return nil
 }
 
-// downloadOne fetches one target with the refreshed updater, or finds it
-// already verified in the target directory.
+// downloadOne looks one target up with the refreshed updater, verifying
+// every delegated role on its own delegation path, and fetches it or finds
+// it already verified in the target directory.
 func downloadOne(up *updater.Updater, name string, stdout io.Writer) error {
-	ti, err := up.GetTargetInfo(name)
+	ti, err := client.LookupTarget(up, name)
 	if err != nil {
 		return fmt.Errorf("target %q: %w", name, err)
 	}

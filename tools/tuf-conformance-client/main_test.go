@@ -552,6 +552,71 @@ func TestDelegations(t *testing.T) {
 	}
 }
 
+// delegateFrom has the delegated role parent delegate paths to role, with
+// key k (not yet published).
+func (r *testRepo) delegateFrom(parent, role string, k *metadata.Key, paths ...string) {
+	r.t.Helper()
+	md := r.delegated[parent]
+	if md.Signed.Delegations == nil {
+		md.Signed.Delegations = &metadata.Delegations{Keys: map[string]*metadata.Key{}}
+	}
+	md.Signed.Delegations.Roles = append(md.Signed.Delegations.Roles, metadata.DelegatedRole{
+		Name: role, Threshold: 1, Paths: paths, KeyIDs: []string{},
+	})
+	if err := md.Signed.AddKey(k, role); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// TestSharedRoleNameVerifiedPerPath has roles a and b each delegate to a
+// role named shared, with different keys; only a's key signed it. A
+// download through b must be refused whether or not the updater already
+// trusts shared through a.
+func TestSharedRoleNameVerifiedPerPath(t *testing.T) {
+	t.Parallel()
+	r := newTestRepo(t, time.Now().Add(7*24*time.Hour))
+	r.delegate("a", "a/*")
+	r.delegate("b", "b/*")
+	sharedA, sharedAKey := newKey(t)
+	_, sharedBKey := newKey(t)
+	r.delegateFrom("a", "shared", sharedAKey, "a/*")
+	r.delegateFrom("b", "shared", sharedBKey, "b/*")
+	r.keys["shared"] = sharedA
+	r.delegated["shared"] = metadata.Targets(r.targets.Signed.Expires)
+	r.addTarget("shared", "a/x", []byte("through a"))
+	r.addTarget("shared", "b/x", []byte("through b"))
+	r.publish(metadata.TARGETS, "a", "b", "shared")
+
+	refused := func(code int, out string) {
+		t.Helper()
+		if code != 1 || !strings.Contains(out, `target "b/x"`) || !strings.Contains(out, "shared") {
+			t.Errorf("exit %d: %s; want b/x refused, naming the shared role", code, out)
+		}
+	}
+	// One updater loads shared through a, then looks b/x up through b.
+	c := newClient(t, r)
+	c.init1()
+	refused(c.download("a/x", "b/x"))
+	if got := c.downloaded(); len(got) != 1 || got["a%2Fx"] != "through a" {
+		t.Errorf("downloaded %v, want a/x only", got)
+	}
+	// A later run finds shared in its trusted metadata, loaded through a.
+	refused(c.download("b/x"))
+
+	c = newClient(t, r)
+	c.init1()
+	code, out := c.download("b/x", "a/x")
+	if code != 1 || !strings.Contains(out, `target "b/x"`) {
+		t.Errorf("download b/x a/x: exit %d: %s; want b/x refused", code, out)
+	}
+	if got := c.downloaded(); len(got) != 0 {
+		t.Errorf("downloaded %v after b/x was refused", got)
+	}
+	if code, out := c.download("a/x"); code != 0 {
+		t.Errorf("download a/x: exit %d: %s", code, out)
+	}
+}
+
 // fakeDate puts a `date` that prints secs first on PATH, as libfaketime
 // would make the real one do.
 func fakeDate(t *testing.T, secs int64) {
