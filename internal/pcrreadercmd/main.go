@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/signal"
@@ -310,7 +311,18 @@ func readAgent(ctx context.Context, o options, bank crypto.Hash, stderr io.Write
 		if err := quote.Verify(q, ak, nonce); err != nil {
 			return nil, fmt.Errorf("agent %s: %s quote does not verify: %w", o.agentURL, o.bank, err)
 		}
-		return q.GetPcrs().GetPcrs(), nil
+		pcrs := q.GetPcrs().GetPcrs()
+		// The quote signs the digest of the PCR values laid end to end:
+		// only with every value of the bank's length does that fix each
+		// PCR's own value, rather than bytes shifted from one PCR to the
+		// next.
+		for _, idx := range slices.Sorted(maps.Keys(pcrs)) {
+			if len(pcrs[idx]) != bank.Size() {
+				return nil, fmt.Errorf("agent %s: the %s quote gives PCR %d a value of %d bytes, where %s digests have %d: the quoted values were tampered with",
+					o.agentURL, o.bank, idx, len(pcrs[idx]), o.bank, bank.Size())
+			}
+		}
+		return pcrs, nil
 	}
 	return nil, fmt.Errorf("agent %s sent no quote of the %s bank", o.agentURL, o.bank)
 }

@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,8 +16,15 @@ import (
 	"strings"
 	"testing"
 
+	attestpb "github.com/google/go-tpm-tools/proto/attest"
+	tpmpb "github.com/google/go-tpm-tools/proto/tpm"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/mtuf/mtuf/internal/agent"
+	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/testkeys"
+	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/internal/tpm/tpmtest"
 	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
@@ -199,5 +208,64 @@ func TestLinkKeyErrors(t *testing.T) {
 	// The key is unlocked before anything is read or written.
 	if ents, _ := filepath.Glob(filepath.Join(dir, "*.json")); len(ents) != 0 {
 		t.Errorf("files written despite errors: %v", ents)
+	}
+}
+
+// TestAgentQuoteWithShiftedPCRValues reads from an agent whose answer has
+// a byte moved from PCR 4's value to PCR 5's: the quote still verifies,
+// since it signs the values laid end to end, but the values are not the
+// node's. pcr-reader refuses it, naming the PCR and the bank.
+func TestAgentQuoteWithShiftedPCRValues(t *testing.T) {
+	rw, err := tpm.Open("sim")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rw.Close()
+	a, err := agent.New(agent.Config{TPM: rw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	shift := false
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rec := httptest.NewRecorder()
+		a.ServeHTTP(rec, r)
+		body := rec.Body.Bytes()
+		if shift && r.URL.Path == agentapi.AttestationPath && rec.Code == http.StatusOK {
+			var att attestpb.Attestation
+			if err := proto.Unmarshal(body, &att); err != nil {
+				t.Error(err)
+			}
+			for _, q := range att.GetQuotes() {
+				if q.GetPcrs().GetHash() == tpmpb.HashAlgo_SHA256 {
+					p := q.GetPcrs().GetPcrs()
+					p[5] = append([]byte{p[4][len(p[4])-1]}, p[5]...)
+					p[4] = p[4][:len(p[4])-1]
+				}
+			}
+			if body, err = proto.Marshal(&att); err != nil {
+				t.Error(err)
+			}
+		}
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		w.Write(body)
+	}))
+	defer srv.Close()
+	args := []string{"--agent", srv.URL, "--image", "v1.0.0", "--platform", "qemu-vtpm", "--out", "-"}
+
+	// The same agent, unaltered, is read.
+	if _, _, err := runCmd(t, args...); err != nil {
+		t.Fatalf("unaltered agent: %v", err)
+	}
+	shift = true
+	stdout, _, err := runCmd(t, args...)
+	if err == nil || cli.IsUsage(err) || !strings.Contains(err.Error(), "sha256 quote gives PCR 4 a value of 31 bytes") {
+		t.Fatalf("error = %v, want the sha256 value of PCR 4 refused, not as a usage error", err)
+	}
+	if stdout != "" {
+		t.Errorf("measurements written from a tampered quote:\n%s", stdout)
 	}
 }
