@@ -127,6 +127,8 @@ func TestParseProfileErrors(t *testing.T) {
 		{"empty reason", "reason: Debug PCR, resettable by software; proves nothing.", `reason: " "`, 16, "PCR 16: reason is empty"},
 		{"missing reason", "    reason: Debug PCR, resettable by software; proves nothing.\n", "", 16, "PCR 16: reason is missing"},
 		{"unknown field", "  4:\n    action: enforce\n", "  4:\n    action: enforce\n    note: x\n", 4, `PCR 4: unknown field "note"`},
+		{"resetAllowed not a bool", "  4:\n    action: enforce\n", "  4:\n    action: enforce\n    resetAllowed: sometimes\n", 4, "PCR 4: resetAllowed must be true or false, not a string"},
+		{"resetAllowed on a warn-only PCR", "  0:\n    action: warn-only\n", "  0:\n    action: warn-only\n    resetAllowed: true\n", 0, "PCR 0: resetAllowed only means something for an enforced PCR, not a warn-only one"},
 		{"platform unsafe", "platform: qemu-vtpm", "platform: qemu/vtpm", -1, `platform "qemu/vtpm"`},
 	}
 	for _, tt := range tests {

@@ -48,6 +48,8 @@ type LinkedPublishRequest struct {
 	Release *Release
 	// Replace allows new content for targets already published.
 	Replace bool
+	// AllowUnprofiledPlatform is PublishRequest.AllowUnprofiledPlatform.
+	AllowUnprofiledPlatform bool
 }
 
 // LinkedPublishResult says what a publish with links did.
@@ -96,6 +98,9 @@ func (w *Workspace) PublishWithLinks(ctx context.Context, req LinkedPublishReque
 	}
 	if (req.Image != "" && m.Image != req.Image) || (req.Platform != "" && m.Platform != req.Platform) {
 		return nil, fmt.Errorf("measurements file %s is for image %s on %s, not image %s on %s", src, m.Image, m.Platform, req.Image, req.Platform)
+	}
+	if err := CheckMeasurements(m, req.AllowUnprofiledPlatform); err != nil {
+		return nil, fmt.Errorf("measurements file %s: %w", src, err)
 	}
 	links, err := collectPublishLinks(req, m, src)
 	if err != nil {

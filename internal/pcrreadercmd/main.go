@@ -69,7 +69,10 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: `pcr-reader reads one PCR bank from a TPM (a device, a TCP TPM such as swtpm,
 or the simulator) or from a node's mtuf-agent, applies the platform's
 profile (which PCRs are enforced, warn-only or left out, and why), and
-writes a measurements document for 'mtuf repo publish'.
+writes a measurements document for 'mtuf repo publish'. It refuses to write
+a document whose enforced PCRs hold their reset value (all zeros; all ones
+for PCRs 17-22): the TPM read then booted nothing, as the simulator without
+--boot-log.
 
 With --link-key, it also records the in-toto link of its run, signed with
 that functionary key: step read-measurements, with the document as its
@@ -147,6 +150,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return cli.Usage(err)
 	}
+	// 'mtuf repo publish' refuses such a document too; refusing it here
+	// says so where the reading went wrong, before anything is written.
+	if err := m.CheckNotReset(profile); err != nil {
+		return fmt.Errorf("refusing to write %s: the TPM read measured nothing into PCRs the profile of %s enforces, so it did not boot the image (or the wrong TPM was read): %w", o.out, o.platform, err)
+	}
 	data, err := m.Marshal()
 	if err != nil {
 		return err
@@ -169,6 +177,8 @@ func (o options) check() (*metadata.Profile, crypto.Hash, error) {
 		return nil, 0, cli.Usage(errors.New("give exactly one of --tpm SPEC and --agent URL"))
 	case o.bootLog != "" && !tpm.IsTestTPM(o.tpmSpec):
 		return nil, 0, cli.Usage(errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent"))
+	case o.bootLog == "" && tpm.IsSimulator(o.tpmSpec):
+		return nil, 0, cli.Usage(errors.New("--tpm sim without --boot-log: the simulator has booted nothing, so every PCR holds its reset value and the document would make a blank TPM trusted; give --boot-log FILE with the boot chain of the image"))
 	case o.trustedAK != "" && o.agentURL == "":
 		return nil, 0, cli.Usage(errors.New("--trusted-ak goes with --agent"))
 	case o.linkKey != "" && o.out == "-":
