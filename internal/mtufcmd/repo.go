@@ -157,7 +157,8 @@ new one, never a mix.
 
 In-toto links: --link gives the links that attest the measurements (at
 least the one of step read-measurements, written by pcr-reader --link-key or
-in-toto-run), and --link-key signs the link of this publish (step publish,
+in-toto-run, and the one of step precalculate-measurements, written by
+pcr-precalc --link-key, when the layout names that step), and --link-key signs the link of this publish (step publish,
 with measurements.json as its material) with a functionary key. The
 document is then published byte for byte, the links as targets beside it
 (measurements/<image>/<platform>/<step>.<keyid>.link), listed in its custom

@@ -232,13 +232,18 @@ func writeMeasurements(o options, m *metadata.Measurements, data []byte, functio
 }
 
 // readLink signs the in-toto link of this run: step read-measurements,
-// whose only product is the document, recorded under the name the layout
-// expects (measurements.json) whatever --out is called. The PCRs come from
+// whose products are the document, recorded under the name the layout
+// expects (measurements.json) whatever --out is called, and each of its
+// PCRs (intoto.MeasurementsProducts), which a layout with a second
+// functionary matches against the precalculation. The PCRs come from
 // a TPM, not from files, so the link records no material. It returns the
 // link and the path next to out where in-toto tools look for it.
 func readLink(doc []byte, out string, functionary crypto.Signer) ([]byte, string, error) {
-	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil,
-		map[string][]byte{metadata.MeasurementsFile: doc}, functionary)
+	products, err := intoto.MeasurementsProducts(doc)
+	if err != nil {
+		return nil, "", err
+	}
+	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil, products, functionary)
 	if err != nil {
 		return nil, "", fmt.Errorf("--link-key: %w", err)
 	}

@@ -171,11 +171,22 @@ func TestLinkKeyRecordsTheRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if step != intoto.StepReadMeasurements || signer != keyID || len(products) != 1 {
+			m, err := metadata.Parse(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The document, and each of its PCRs, for a layout that
+			// matches them against a precalculation.
+			if step != intoto.StepReadMeasurements || signer != keyID || len(products) != 1+len(m.PCRs) {
 				t.Fatalf("link: step %s, key %s, products %v", step, signer, products)
 			}
 			if err := products[metadata.MeasurementsFile].Verify(doc); err != nil {
 				t.Errorf("the link's product is not the document written: %v", err)
+			}
+			for idx, p := range m.PCRs {
+				if err := products[intoto.PCRArtifact(m.Hash, idx)].Verify([]byte(hex.EncodeToString(p.Expected))); err != nil {
+					t.Errorf("PCR %d: the link's artifact is not the document's value: %v", idx, err)
+				}
 			}
 		})
 	}
