@@ -41,7 +41,55 @@ const (
 	// of StepReadMeasurements, and nothing else; it may record the same file,
 	// still unchanged, as its only product.
 	StepPublish = "publish"
+	// StepPrecalculateMeasurements is the step in which pcr-precalc
+	// computes, from the image itself, the PCRs the image determines. It is
+	// the second, independent functionary of a layout made with
+	// LayoutOptions.PrecalcFunctionaries; its measurements.json is its own
+	// document (it holds fewer PCRs than a reading) and is never the one
+	// published.
+	StepPrecalculateMeasurements = "precalculate-measurements"
 )
+
+// Two functionaries rarely write the same document: a booted reading also
+// holds the firmware PCRs that no one can compute from the image. What they
+// must agree on is the value of each PCR the image determines, so a link
+// records, beside measurements.json, one artifact per PCR of the document,
+// named by PCRArtifact and holding the PCR's value in lowercase hex. The
+// layout then demands agreement with in-toto's own rule, which the reference
+// in-toto-verify applies as well:
+//
+//	MATCH pcrs/* WITH PRODUCTS FROM read-measurements
+//
+// in the products of step precalculate-measurements: every PCR it computed
+// must be a PCR the reading holds, with the same value. VerifySupplyChain
+// adds what artifact rules cannot say: the reading's per-PCR artifacts are
+// those of the published document, and the precalculation computed every
+// PCR the document enforces.
+
+// pcrArtifactDir is where the per-PCR artifacts are named.
+const pcrArtifactDir = "pcrs"
+
+// PCRArtifact names the artifact of one PCR of one bank: pcrs/<bank>/<index>.
+func PCRArtifact(bank string, index uint32) string {
+	return fmt.Sprintf("%s/%s/%d", pcrArtifactDir, bank, index)
+}
+
+// MeasurementsProducts returns what a link of a step that writes the
+// measurements document doc records as products: doc as
+// metadata.MeasurementsFile, and each of its PCRs as PCRArtifact, holding the
+// lowercase hex of its expected value. pcr-reader and pcr-precalc record
+// their links with it.
+func MeasurementsProducts(doc []byte) (map[string][]byte, error) {
+	m, err := metadata.Parse(doc)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", metadata.MeasurementsFile, err)
+	}
+	out := map[string][]byte{metadata.MeasurementsFile: doc}
+	for idx, p := range m.PCRs {
+		out[PCRArtifact(m.Hash, idx)] = []byte(hex.EncodeToString(p.Expected))
+	}
+	return out, nil
+}
 
 // Names and formats of in-toto metadata, as securesystemslib spells them.
 const (
@@ -77,6 +125,12 @@ type LayoutOptions struct {
 	// PublishFunctionaries are the keys that may sign the links of step
 	// publish (the measurements publisher keys).
 	PublishFunctionaries []crypto.PublicKey
+	// PrecalcFunctionaries, when set, add step precalculate-measurements
+	// (pcr-precalc), whose links these keys sign: the measurements are
+	// then accepted only when the reading and the precalculation agree on
+	// every PCR the precalculation computes, and it computed every PCR the
+	// document enforces.
+	PrecalcFunctionaries []crypto.PublicKey
 	// Expires is when the layout stops being valid; it is stored to the
 	// second, in UTC, and must lie in the future.
 	Expires time.Time
@@ -111,16 +165,26 @@ func NewLayout(owner crypto.Signer, opts LayoutOptions) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	var precalcIDs []string
+	if len(opts.PrecalcFunctionaries) > 0 {
+		if precalcIDs, err = functionaryKeys(StepPrecalculateMeasurements, opts.PrecalcFunctionaries, threshold, keys); err != nil {
+			return nil, err
+		}
+	}
 
 	// Every list is non-nil: in-toto 1.3.1 refuses null where it expects a list.
 	layout := in_toto.Layout{
 		Type:    "layout",
-		Steps:   measurementsSteps(readIDs, publishIDs, threshold),
+		Steps:   measurementsSteps(readIDs, publishIDs, precalcIDs, threshold),
 		Inspect: []in_toto.Inspection{},
 		Keys:    keys,
 		Expires: expires.Format(intotoTimeFormat),
 		Readme: "mtuf measurements supply chain: " + StepReadMeasurements + " reads the PCRs from a TPM and writes " +
 			metadata.MeasurementsFile + "; " + StepPublish + " publishes that file unchanged as a TUF target.",
+	}
+	if len(precalcIDs) > 0 {
+		layout.Readme += " " + StepPrecalculateMeasurements + " computes from the image the PCRs it determines; " +
+			"each must hold the same value in the reading (" + pcrArtifactDir + "/<bank>/<index>)."
 	}
 	mb := &in_toto.Metablock{Signed: layout, Signatures: []in_toto.Signature{}}
 	if _, err := signMetablock(mb, owner); err != nil {
@@ -179,10 +243,11 @@ func functionaryKeys(step string, pubs []crypto.PublicKey, threshold int, keys m
 // rules that tie the published measurements.json to the one read from the
 // TPM. Every list is non-nil: in-toto 1.3.1 refuses null where it expects a
 // list.
-func measurementsSteps(readIDs, publishIDs []string, threshold int) []in_toto.Step {
+func measurementsSteps(readIDs, publishIDs, precalcIDs []string, threshold int) []in_toto.Step {
 	matchRead := []string{"MATCH", metadata.MeasurementsFile, "WITH", "PRODUCTS", "FROM", StepReadMeasurements}
 	disallowAll := []string{"DISALLOW", "*"}
-	return []in_toto.Step{
+	pcrs := pcrArtifactDir + "/*"
+	steps := []in_toto.Step{
 		{
 			Type:            "step",
 			PubKeys:         readIDs,
@@ -193,7 +258,7 @@ func measurementsSteps(readIDs, publishIDs []string, threshold int) []in_toto.St
 				// The PCRs come from a TPM, not from files: whatever
 				// files pcr-reader records as inputs are not constrained.
 				ExpectedMaterials: [][]string{},
-				ExpectedProducts:  [][]string{{"CREATE", metadata.MeasurementsFile}, disallowAll},
+				ExpectedProducts:  [][]string{{"CREATE", metadata.MeasurementsFile}, {"CREATE", pcrs}, disallowAll},
 			},
 		},
 		{
@@ -208,6 +273,27 @@ func measurementsSteps(readIDs, publishIDs []string, threshold int) []in_toto.St
 			},
 		},
 	}
+	if len(precalcIDs) > 0 {
+		steps = append(steps, in_toto.Step{
+			Type:            "step",
+			PubKeys:         precalcIDs,
+			ExpectedCommand: []string{},
+			Threshold:       threshold,
+			SupplyChainItem: in_toto.SupplyChainItem{
+				Name: StepPrecalculateMeasurements,
+				// The image, under whatever name it was given.
+				ExpectedMaterials: [][]string{{"ALLOW", "*"}},
+				// A PCR whose value differs from the reading's stays in
+				// the queue and is refused by DISALLOW, under its name.
+				ExpectedProducts: [][]string{
+					{"CREATE", metadata.MeasurementsFile},
+					{"MATCH", pcrs, "WITH", "PRODUCTS", "FROM", StepReadMeasurements},
+					disallowAll,
+				},
+			},
+		})
+	}
+	return steps
 }
 
 // NewLink returns the in-toto link of one performance of step, signed by

@@ -617,7 +617,7 @@ func TestInToto_NewLayoutContent(t *testing.T) {
 		t.Fatalf("steps = %+v", lay.Steps)
 	}
 	wantRules := map[string][2]string{
-		StepReadMeasurements: {`[]`, `[["CREATE","measurements.json"],["DISALLOW","*"]]`},
+		StepReadMeasurements: {`[]`, `[["CREATE","measurements.json"],["CREATE","pcrs/*"],["DISALLOW","*"]]`},
 		StepPublish: {`[["MATCH","measurements.json","WITH","PRODUCTS","FROM","read-measurements"],["DISALLOW","*"]]`,
 			`[["MATCH","measurements.json","WITH","PRODUCTS","FROM","read-measurements"],["DISALLOW","*"]]`},
 	}

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -42,6 +43,10 @@ var (
 	// ErrMeasurementsMismatch: the measurements document is not the one the
 	// supply chain produced.
 	ErrMeasurementsMismatch = errors.New("measurements document differs from the supply chain's product")
+	// ErrFunctionariesDisagree: the reading of a booted node and the
+	// precalculation from the image differ on a PCR, or the precalculation
+	// did not compute a PCR the document enforces.
+	ErrFunctionariesDisagree = errors.New("step read-measurements and step precalculate-measurements disagree")
 )
 
 // maxLinks bounds the links of one verification; each costs a signature
@@ -117,6 +122,13 @@ func VerifySupplyChain(layout []byte, layoutKeys []crypto.PublicKey, links map[s
 	reduced, err := in_toto.ReduceStepsMetadata(lay, verified)
 	if err != nil {
 		return fmt.Errorf("%w: the links of one step record different artifacts: %w", ErrArtifactRules, err)
+	}
+	if hasStep(lay, StepPrecalculateMeasurements) {
+		// Before in-toto's rules, which refuse the same disagreement but
+		// name an artifact, not the PCR and its values.
+		if err := checkAgreement(reduced, measurementsDoc); err != nil {
+			return err
+		}
 	}
 	items := make([]any, len(lay.Steps))
 	for i, s := range lay.Steps {
@@ -357,7 +369,7 @@ func measurementsHint(lay in_toto.Layout, reduced map[string]in_toto.Metadata) s
 		return fmt.Sprintf("step %s produced no %s", StepReadMeasurements, metadata.MeasurementsFile)
 	}
 	for _, s := range lay.Steps {
-		if s.Name == StepReadMeasurements {
+		if s.Name == StepReadMeasurements || s.Name == StepPrecalculateMeasurements {
 			continue
 		}
 		l, ok := stepLink(reduced, s.Name)
@@ -389,6 +401,10 @@ func checkProduct(lay in_toto.Layout, reduced map[string]in_toto.Metadata, doc [
 			ErrMeasurementsMismatch, metadata.MeasurementsFile, metadata.MeasurementsFile, StepReadMeasurements, err)
 	}
 	for _, s := range lay.Steps {
+		if s.Name == StepPrecalculateMeasurements {
+			// Its measurements.json is its own, smaller document.
+			continue
+		}
 		l, ok := stepLink(reduced, s.Name)
 		if !ok {
 			continue
@@ -429,4 +445,89 @@ func recorded(l in_toto.Link) []recordedArtifact {
 		out = append(out, recordedArtifact{"product", Digests(d)})
 	}
 	return out
+}
+
+func hasStep(lay in_toto.Layout, name string) bool {
+	return slices.ContainsFunc(lay.Steps, func(s in_toto.Step) bool { return s.Name == name })
+}
+
+// checkAgreement checks what the artifact rules of a layout with two
+// functionaries cannot: that the per-PCR artifacts of step read-measurements
+// are those of doc, and that step precalculate-measurements computed every
+// PCR doc enforces. It also checks, as the layout's MATCH rule does, that
+// every PCR the precalculation computed holds the same value in the reading,
+// so that a refusal names the PCR.
+func checkAgreement(reduced map[string]in_toto.Metadata, doc []byte) error {
+	m, err := metadata.Parse(doc)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrMeasurementsMismatch, err)
+	}
+	want, err := MeasurementsProducts(doc)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrMeasurementsMismatch, err)
+	}
+	read, ok := stepLink(reduced, StepReadMeasurements)
+	if !ok {
+		return fmt.Errorf("%w: no verified link for step %s", ErrLinkMissing, StepReadMeasurements)
+	}
+	pre, ok := stepLink(reduced, StepPrecalculateMeasurements)
+	if !ok {
+		return fmt.Errorf("%w: no verified link for step %s", ErrLinkMissing, StepPrecalculateMeasurements)
+	}
+	prefix := pcrArtifactDir + "/"
+	for name, d := range read.Products {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		content, ok := want[name]
+		if !ok {
+			return fmt.Errorf("%w: step %s records %s, which %s does not hold", ErrMeasurementsMismatch, StepReadMeasurements, name, metadata.MeasurementsFile)
+		}
+		if err := Digests(d).Verify(content); err != nil {
+			return fmt.Errorf("%w: step %s records %s with another value than %s holds: %w", ErrMeasurementsMismatch, StepReadMeasurements, name, metadata.MeasurementsFile, err)
+		}
+	}
+	for _, idx := range m.Indices() {
+		name := PCRArtifact(m.Hash, idx)
+		if _, ok := read.Products[name]; !ok {
+			return fmt.Errorf("%w: the link of step %s does not record PCR %d as %s; record it with pcr-reader --link-key, which records every PCR of the document",
+				ErrMeasurementsMismatch, StepReadMeasurements, idx, name)
+		}
+		if m.PCRs[idx].WarnOnly {
+			continue
+		}
+		if _, ok := pre.Products[name]; !ok {
+			return fmt.Errorf("%w: PCR %d is enforced, but step %s did not compute it (its link records no %s): enforce only PCRs the image determines",
+				ErrFunctionariesDisagree, idx, StepPrecalculateMeasurements, name)
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(pre.Products)) {
+		if !strings.HasPrefix(name, prefix) {
+			continue
+		}
+		label := name
+		if bank, i, ok := strings.Cut(strings.TrimPrefix(name, prefix), "/"); ok {
+			if idx, err := strconv.ParseUint(i, 10, 32); err == nil {
+				label = fmt.Sprintf("PCR %d (%s)", idx, bank)
+			}
+		}
+		content, ok := want[name]
+		if !ok {
+			return fmt.Errorf("%w: step %s computed %s, which the reading does not hold (%s of the %s bank holds PCRs %s)",
+				ErrFunctionariesDisagree, StepPrecalculateMeasurements, label, metadata.MeasurementsFile, m.Hash, joinIndices(m.Indices()))
+		}
+		if err := Digests(pre.Products[name]).Verify(content); err != nil {
+			return fmt.Errorf("%w: %s differs: step %s read %s, step %s computed another value (%w)",
+				ErrFunctionariesDisagree, label, StepReadMeasurements, content, StepPrecalculateMeasurements, err)
+		}
+	}
+	return nil
+}
+
+func joinIndices(idx []uint32) string {
+	s := make([]string, len(idx))
+	for i, v := range idx {
+		s[i] = fmt.Sprint(v)
+	}
+	return strings.Join(s, ", ")
 }

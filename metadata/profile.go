@@ -51,6 +51,11 @@ func ParseAction(s string) (Action, error) {
 type Rule struct {
 	Action Action
 	Reason string
+	// ResetAllowed says that the image legitimately leaves this PCR in
+	// its reset state (nothing measures into it on this platform), so an
+	// enforced reset value is a real reference value and not a blank TPM.
+	// The reason must say why.
+	ResetAllowed bool
 }
 
 // Profile says, for one platform, which PCRs a measurements document
@@ -101,7 +106,7 @@ func ProfileFor(platform string) (*Profile, error) {
 
 var (
 	profileFields = []string{"platform", "source", "pcrs"}
-	ruleFields    = []string{"action", "reason"}
+	ruleFields    = []string{"action", "reason", "resetAllowed"}
 )
 
 // parseProfile reads a profile file and checks that it decides every PCR
@@ -154,7 +159,18 @@ func parseProfile(data []byte) (*Profile, error) {
 		if err == nil && strings.TrimSpace(reason) == "" {
 			p.add(rv.at(pcrErr(idx, errors.New("reason is empty"))))
 		}
-		prof.PCRs[idx] = Rule{Action: action, Reason: reason}
+		var resetAllowed bool
+		if r := rv.get("resetAllowed"); r != nil {
+			if r.kind != kindBool {
+				p.add(rv.at(pcrErr(idx, fmt.Errorf("resetAllowed must be true or false, not %s", r.kind))))
+			} else {
+				resetAllowed = r.b
+			}
+		}
+		if resetAllowed && action != Enforce {
+			p.add(rv.at(pcrErr(idx, fmt.Errorf("resetAllowed only means something for an enforced PCR, not a %s one", action))))
+		}
+		prof.PCRs[idx] = Rule{Action: action, Reason: reason, ResetAllowed: resetAllowed}
 	}
 	for idx := uint32(0); idx <= MaxPCRIndex; idx++ {
 		if _, ok := prof.PCRs[idx]; !ok {

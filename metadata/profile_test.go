@@ -60,9 +60,14 @@ func TestProfileDecisions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, idx := range []uint32{4, 8, 9, 11, 12, 13} {
+		for _, idx := range []uint32{4, 9, 11, 12} {
 			if p.PCRs[idx].Action != Enforce {
 				t.Errorf("%s: PCR %d (image boot chain) is %v, want enforce", platform, idx, p.PCRs[idx].Action)
+			}
+		}
+		for idx, r := range p.PCRs {
+			if r.ResetAllowed && !slices.Contains([]uint32{8, 12, 13}, idx) {
+				t.Errorf("%s: PCR %d may hold its reset value, but the image's boot chain extends it", platform, idx)
 			}
 		}
 		if p.PCRs[ClusterIDPCRIndex].Action != Omit {
@@ -71,6 +76,34 @@ func TestProfileDecisions(t *testing.T) {
 		for idx := uint32(16); idx <= 23; idx++ {
 			if p.PCRs[idx].Action != Omit {
 				t.Errorf("%s: PCR %d is %v, want omit", platform, idx, p.PCRs[idx].Action)
+			}
+		}
+	}
+	// With two functionaries, qemu-vtpm enforces exactly what both produce
+	// from the image; the host's firmware PCRs are warn-only.
+	q, _ := ProfileFor("qemu-vtpm")
+	for idx := uint32(0); idx <= MaxPCRIndex; idx++ {
+		switch r := q.PCRs[idx]; {
+		case slices.Contains([]uint32{4, 9, 11, 12}, idx):
+			if r.Action != Enforce {
+				t.Errorf("qemu-vtpm: PCR %d is %v, want enforce", idx, r.Action)
+			}
+		case idx <= 7:
+			if r.Action != WarnOnly {
+				t.Errorf("qemu-vtpm: firmware PCR %d is %v, want warn-only", idx, r.Action)
+			}
+		case r.Action == Enforce:
+			t.Errorf("qemu-vtpm: PCR %d is enforced, but not both functionaries produce it", idx)
+		}
+	}
+	if !q.PCRs[12].ResetAllowed || q.PCRs[4].ResetAllowed || q.PCRs[9].ResetAllowed || q.PCRs[11].ResetAllowed {
+		t.Error("qemu-vtpm: only PCR 12 (the image's own command line, no credentials) may be enforced at its reset value")
+	}
+	for _, platform := range []string{"aws-nitro-tpm", "azure-sev-snp", "gcp-sev-es"} {
+		p, _ := ProfileFor(platform)
+		for _, idx := range []uint32{8, 13} {
+			if p.PCRs[idx].Action != Enforce || !p.PCRs[idx].ResetAllowed {
+				t.Errorf("%s: PCR %d is %+v, want enforced at its reset value", platform, idx, p.PCRs[idx])
 			}
 		}
 	}
@@ -127,6 +160,8 @@ func TestParseProfileErrors(t *testing.T) {
 		{"empty reason", "reason: Debug PCR, resettable by software; proves nothing.", `reason: " "`, 16, "PCR 16: reason is empty"},
 		{"missing reason", "    reason: Debug PCR, resettable by software; proves nothing.\n", "", 16, "PCR 16: reason is missing"},
 		{"unknown field", "  4:\n    action: enforce\n", "  4:\n    action: enforce\n    note: x\n", 4, `PCR 4: unknown field "note"`},
+		{"resetAllowed not a bool", "  4:\n    action: enforce\n", "  4:\n    action: enforce\n    resetAllowed: sometimes\n", 4, "PCR 4: resetAllowed must be true or false, not a string"},
+		{"resetAllowed on a warn-only PCR", "  0:\n    action: warn-only\n", "  0:\n    action: warn-only\n    resetAllowed: true\n", 0, "PCR 0: resetAllowed only means something for an enforced PCR, not a warn-only one"},
 		{"platform unsafe", "platform: qemu-vtpm", "platform: qemu/vtpm", -1, `platform "qemu/vtpm"`},
 	}
 	for _, tt := range tests {

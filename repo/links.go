@@ -48,6 +48,8 @@ type LinkedPublishRequest struct {
 	Release *Release
 	// Replace allows new content for targets already published.
 	Replace bool
+	// AllowUnprofiledPlatform is PublishRequest.AllowUnprofiledPlatform.
+	AllowUnprofiledPlatform bool
 }
 
 // LinkedPublishResult says what a publish with links did.
@@ -97,6 +99,9 @@ func (w *Workspace) PublishWithLinks(ctx context.Context, req LinkedPublishReque
 	if (req.Image != "" && m.Image != req.Image) || (req.Platform != "" && m.Platform != req.Platform) {
 		return nil, fmt.Errorf("measurements file %s is for image %s on %s, not image %s on %s", src, m.Image, m.Platform, req.Image, req.Platform)
 	}
+	if err := CheckMeasurements(m, req.AllowUnprofiledPlatform); err != nil {
+		return nil, fmt.Errorf("measurements file %s: %w", src, err)
+	}
 	links, err := collectPublishLinks(req, m, src)
 	if err != nil {
 		return nil, err
@@ -132,9 +137,9 @@ func collectPublishLinks(req LinkedPublishRequest, m *metadata.Measurements, src
 		if err != nil {
 			return nil, fmt.Errorf("link %s: %w", l.Source, err)
 		}
-		if step != intoto.StepReadMeasurements && step != intoto.StepPublish {
-			return nil, fmt.Errorf("link %s is of step %q; the measurements supply chain has steps %s and %s",
-				l.Source, step, intoto.StepReadMeasurements, intoto.StepPublish)
+		if step != intoto.StepReadMeasurements && step != intoto.StepPublish && step != intoto.StepPrecalculateMeasurements {
+			return nil, fmt.Errorf("link %s is of step %q; the measurements supply chain has steps %s, %s and %s",
+				l.Source, step, intoto.StepReadMeasurements, intoto.StepPrecalculateMeasurements, intoto.StepPublish)
 		}
 		name, err := metadata.LinkTarget(m.Image, m.Platform, step, keyID)
 		if err != nil {
@@ -148,7 +153,9 @@ func collectPublishLinks(req LinkedPublishRequest, m *metadata.Measurements, src
 			}
 			hasRead = true
 		}
-		if ok {
+		// The precalculation's measurements.json is its own document; it
+		// is compared PCR by PCR when the layout is verified.
+		if ok && step != intoto.StepPrecalculateMeasurements {
 			if err := d.Verify(req.Document); err != nil {
 				return nil, fmt.Errorf("measurements file %s is not the %s that link %s (step %s, key %s) records: %w; publish the file that step produced, unchanged",
 					src, metadata.MeasurementsFile, l.Source, step, keyID, err)

@@ -15,6 +15,7 @@ import (
 	"math/rand/v2"
 	"path"
 	"slices"
+	"strings"
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
@@ -46,6 +47,10 @@ type PublishRequest struct {
 	// Without it such a publish is refused: the measurements of a
 	// released image do not change silently.
 	Replace bool
+	// AllowUnprofiledPlatform publishes measurements for a platform that
+	// has no PCR profile (metadata.Platforms). Without it such a publish
+	// is refused: nothing then says which PCRs the image determines.
+	AllowUnprofiledPlatform bool
 }
 
 // PublishedTarget says what happened to one target.
@@ -82,6 +87,9 @@ func (w *Workspace) Publish(ctx context.Context, req PublishRequest) (*PublishRe
 		if err := m.Validate(); err != nil {
 			return nil, fmt.Errorf("measurements: %w", err)
 		}
+		if err := CheckMeasurements(m, req.AllowUnprofiledPlatform); err != nil {
+			return nil, fmt.Errorf("measurements of %s on %s: %w", m.Image, m.Platform, err)
+		}
 		name, err := metadata.MeasurementsTarget(m.Image, m.Platform)
 		if err != nil {
 			return nil, err
@@ -114,6 +122,30 @@ func (w *Workspace) Publish(ctx context.Context, req PublishRequest) (*PublishRe
 		return err
 	})
 	return res, err
+}
+
+// ErrUnprofiledPlatform reports measurements for a platform without a PCR
+// profile, published without PublishRequest.AllowUnprofiledPlatform.
+var ErrUnprofiledPlatform = errors.New("no PCR profile")
+
+// CheckMeasurements refuses measurements that would make clients trust a
+// node they should not: measurements for a platform without a PCR profile
+// unless allowUnprofiled, and enforced PCRs in their reset state (see
+// metadata.Measurements.CheckNotReset), which a TPM that measured nothing
+// holds. Publish and PublishWithLinks run it on every document.
+func CheckMeasurements(m *metadata.Measurements, allowUnprofiled bool) error {
+	var profile *metadata.Profile
+	if slices.Contains(metadata.Platforms(), m.Platform) {
+		p, err := metadata.ProfileFor(m.Platform)
+		if err != nil {
+			return err
+		}
+		profile = p
+	} else if !allowUnprofiled {
+		return fmt.Errorf("platform %q has %w (profiles exist for %s): nothing says which of its PCRs the image determines; publish for one of those platforms, or allow an unprofiled platform explicitly",
+			m.Platform, ErrUnprofiledPlatform, strings.Join(metadata.Platforms(), ", "))
+	}
+	return m.CheckNotReset(profile)
 }
 
 // ErrLinksRequired reports measurements published without their in-toto

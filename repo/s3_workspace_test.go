@@ -408,7 +408,7 @@ func testS3ConcurrentPublishers(t *testing.T, fx *s3Fixture) {
 	}
 	for i := range n {
 		wg.Go(func() {
-			_, errs[i] = wss[i].Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i))})
+			_, errs[i] = wss[i].Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i+1))})
 		})
 	}
 	wg.Wait()

@@ -25,6 +25,7 @@ const defaultLayoutExpiry = 365 * 24 * time.Hour
 type layoutOptions struct {
 	ws, ownerKey, layoutOut, ownerOut string
 	targetsKeys, readers, publishers  []string
+	precalcs                          []string
 	expires                           time.Duration
 	threshold                         int
 }
@@ -32,7 +33,7 @@ type layoutOptions struct {
 func newRepoLayoutCmd(g *globals) *cobra.Command {
 	var o layoutOptions
 	c := &cobra.Command{
-		Use:   "layout --workspace DIR --owner-key K --targets-key T [--read-functionary PUB ...] [--publish-functionary PUB ...]",
+		Use:   "layout --workspace DIR --owner-key K --targets-key T [--read-functionary PUB ...] [--publish-functionary PUB ...] [--precalc-functionary PUB ...]",
 		Short: "Sign the in-toto layout of the measurements and publish it as supplychain/root.layout",
 		Long: `Create the in-toto layout of the measurements supply chain, sign it with the
 layout owner's key, and publish it as the target supplychain/root.layout of
@@ -41,6 +42,20 @@ any measurements, that step read-measurements (pcr-reader --link-key)
 produced measurements.json and that step publish (mtuf repo publish
 --link-key) published it unchanged, each signed by one of the step's
 functionaries.
+
+--precalc-functionary adds a second, independent functionary: step
+precalculate-measurements (pcr-precalc --link-key), which computes from the
+image itself the PCRs the image determines. The two documents differ (a
+booted reading also holds firmware PCRs no one can compute from the image),
+so their links record each PCR as an artifact pcrs/<bank>/<index> besides
+measurements.json, and the layout demands
+  MATCH pcrs/* WITH PRODUCTS FROM read-measurements
+in the precalculation's products: every PCR it computed must hold the same
+value in the reading. mtuf also checks that the reading's PCR artifacts are
+those of the published document and that the precalculation computed every
+PCR the document enforces. 'mtuf repo publish' and 'mtuf client update' then
+refuse measurements the two do not agree on, naming the PCR; so does
+in-toto-verify.
 
 The layout decides whose measurements are trusted, so it is signed into the
 top-level targets metadata with the offline --targets-key (as many as its
@@ -59,7 +74,9 @@ in the form in-toto-verify (in-toto 1.3.1) reads:
 		Example: `  mtuf repo layout --workspace ws --owner-key owner.key --targets-key targets.key
   mtuf repo layout --workspace ws --owner-key owner.key --targets-key targets.key \
       --read-functionary ci.pub --publish-functionary publisher.pub --expires 4380h \
-      --layout-out root.layout --owner-key-out owner.intoto.pub`,
+      --layout-out root.layout --owner-key-out owner.intoto.pub
+  mtuf repo layout --workspace ws --owner-key owner.key --targets-key targets.key \
+      --read-functionary ci.pub --precalc-functionary precalc.pub`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRepoLayout(cmd.Context(), g, o)
@@ -71,6 +88,7 @@ in the form in-toto-verify (in-toto 1.3.1) reads:
 	f.StringArrayVar(&o.targetsKeys, "targets-key", nil, "top-level targets private key `FILE` (repeat up to its threshold)")
 	f.StringArrayVar(&o.readers, "read-functionary", nil, "public key `FILE` of a functionary of step read-measurements (repeat for several)")
 	f.StringArrayVar(&o.publishers, "publish-functionary", nil, "public key `FILE` of a functionary of step publish (repeat for several)")
+	f.StringArrayVar(&o.precalcs, "precalc-functionary", nil, "public key `FILE` of a functionary of step precalculate-measurements (pcr-precalc); requires the reading and the precalculation to agree (repeat for several)")
 	f.IntVar(&o.threshold, "threshold", 1, "links by distinct functionaries each step needs")
 	f.DurationVar(&o.expires, "expires", defaultLayoutExpiry, "how long the layout is valid")
 	f.StringVar(&o.layoutOut, "layout-out", "", "also write the signed layout to `FILE`")
@@ -100,6 +118,7 @@ func (o layoutOptions) check() error {
 // step (and where they came from, for the output) and the expiry.
 type layoutPlan struct {
 	readKeys, publishKeys []crypto.PublicKey
+	precalcKeys           []crypto.PublicKey
 	readFrom, publishFrom string
 	expires               time.Time
 }
@@ -119,6 +138,13 @@ func runRepoLayout(ctx context.Context, g *globals, o layoutOptions) error {
 	if p.publishKeys, p.publishFrom, err = functionaries(ctx, g, w, "--publish-functionary", o.publishers); err != nil {
 		return err
 	}
+	for _, ref := range o.precalcs {
+		pub, err := loadFunctionary(ctx, g, ref)
+		if err != nil {
+			return usageErr("--precalc-functionary %s: %v", ref, err)
+		}
+		p.precalcKeys = append(p.precalcKeys, pub)
+	}
 	owner, err := keys.LoadPrivate(ctx, o.ownerKey, g.password())
 	if err != nil {
 		return usageErr("--owner-key: %v", err)
@@ -135,6 +161,7 @@ func runRepoLayout(ctx context.Context, g *globals, o layoutOptions) error {
 	layout, err := intoto.NewLayout(owner, intoto.LayoutOptions{
 		ReadFunctionaries:    p.readKeys,
 		PublishFunctionaries: p.publishKeys,
+		PrecalcFunctionaries: p.precalcKeys,
 		Expires:              p.expires,
 		Threshold:            o.threshold,
 	})
@@ -182,18 +209,27 @@ func printLayout(g *globals, res *repo.LayoutResult, p layoutPlan, threshold int
 	if err != nil {
 		return err
 	}
+	precalcIDs, err := inTotoIDs(p.precalcKeys)
+	if err != nil {
+		return err
+	}
 	if g.json() {
 		return g.printJSON(struct {
 			*repo.LayoutResult
 			Expires              time.Time `json:"expires"`
 			ReadFunctionaries    []string  `json:"readFunctionaries"`
 			PublishFunctionaries []string  `json:"publishFunctionaries"`
+			PrecalcFunctionaries []string  `json:"precalcFunctionaries,omitempty"`
 			Threshold            int       `json:"threshold"`
-		}{res, p.expires, readIDs, publishIDs, threshold})
+		}{res, p.expires, readIDs, publishIDs, precalcIDs, threshold})
 	}
 	fmt.Fprintf(g.stdout, "layout signed by owner key %s, expires %s\n", strings.Join(res.OwnerKeyIDs, ", "), p.expires.Format(time.RFC3339))
 	fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepReadMeasurements, strings.Join(readIDs, ", "), p.readFrom, threshold)
 	fmt.Fprintf(g.stdout, "  step %s: functionaries %s%s, threshold %d\n", intoto.StepPublish, strings.Join(publishIDs, ", "), p.publishFrom, threshold)
+	if len(precalcIDs) > 0 {
+		fmt.Fprintf(g.stdout, "  step %s: functionaries %s, threshold %d; it and step %s must agree on every PCR it computes\n",
+			intoto.StepPrecalculateMeasurements, strings.Join(precalcIDs, ", "), threshold, intoto.StepReadMeasurements)
+	}
 	if res.Unchanged {
 		fmt.Fprintf(g.stdout, "%s is already published with this content; nothing to do\n", res.Target)
 		return nil

@@ -140,6 +140,7 @@ type publishOptions struct {
 	linkFiles                   []string
 	linkKey                     string
 	replace                     bool
+	allowUnprofiled             bool
 }
 
 func newRepoPublishCmd(g *globals) *cobra.Command {
@@ -156,7 +157,8 @@ new one, never a mix.
 
 In-toto links: --link gives the links that attest the measurements (at
 least the one of step read-measurements, written by pcr-reader --link-key or
-in-toto-run), and --link-key signs the link of this publish (step publish,
+in-toto-run, and the one of step precalculate-measurements, written by
+pcr-precalc --link-key, when the layout names that step), and --link-key signs the link of this publish (step publish,
 with measurements.json as its material) with a functionary key. The
 document is then published byte for byte, the links as targets beside it
 (measurements/<image>/<platform>/<step>.<keyid>.link), listed in its custom
@@ -165,6 +167,13 @@ a link records, and, when the repository has an in-toto layout ('mtuf repo
 layout'), when the supply chain does not verify against it: what clients
 would refuse is never published. Measurements without links are refused
 once the repository has a layout.
+
+Measurements are refused when an enforced PCR holds its reset value (all
+zeros; all ones for PCRs 17-22), which is what a TPM reads when nothing was
+measured into it: publishing it would make a blank node trusted. A profile
+may allow the reset value of a PCR the image leaves unmeasured, with its
+reason. Measurements for a platform without a PCR profile are refused
+unless --allow-unprofiled-platform is given.
 
 When a releases key is ECDSA P-256, the release also gets mtuf.sig, a
 signature that stock cosign verifies:
@@ -189,6 +198,7 @@ signature that stock cosign verifies:
 	f.StringVar(&o.goos, "os", "", "CLI release operating system, e.g. linux")
 	f.StringVar(&o.arch, "arch", "", "CLI release architecture, e.g. amd64")
 	f.BoolVar(&o.replace, "replace", false, "replace targets already published with different content")
+	f.BoolVar(&o.allowUnprofiled, "allow-unprofiled-platform", false, "publish measurements for a platform that has no PCR profile")
 	f.StringArrayVar(&o.linkFiles, "link", nil, "in-toto link `FILE` that attests the measurements (repeat for several)")
 	f.StringVar(&o.linkKey, "link-key", "", "sign the in-toto link of this publish (step publish) with the functionary key `FILE`")
 	addOutputFlag(c, g)
@@ -213,6 +223,7 @@ func importable(data []byte) bool {
 func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
 	var req repo.PublishRequest
 	req.Replace = o.replace
+	req.AllowUnprofiledPlatform = o.allowUnprofiled
 	var raw []byte
 	if o.file != "" || o.image != "" || o.platform != "" {
 		if o.file == "" || o.image == "" || o.platform == "" {
@@ -231,6 +242,14 @@ func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
 		}
 		if m.Image != o.image || m.Platform != o.platform {
 			return req, nil, usageErr("measurements file %s is for image %s on %s, not image %s on %s", o.file, m.Image, m.Platform, o.image, o.platform)
+		}
+		// Checked here as well as by the workspace, so that the refusal
+		// names the flag and comes before any key is unlocked.
+		if err := repo.CheckMeasurements(m, o.allowUnprofiled); err != nil {
+			if errors.Is(err, repo.ErrUnprofiledPlatform) {
+				return req, nil, usageErr("measurements file %s: %v\ngive --allow-unprofiled-platform to publish it anyway", o.file, err)
+			}
+			return req, nil, usageErr("measurements file %s: %v", o.file, err)
 		}
 		req.Measurements, raw = m, data
 	}
@@ -276,6 +295,7 @@ func runRepoPublish(ctx context.Context, g *globals, o publishOptions) error {
 		linked, err = w.PublishWithLinks(ctx, repo.LinkedPublishRequest{
 			Document: raw, Source: o.file, Image: o.image, Platform: o.platform,
 			Links: links, PublishSigner: signer, Release: req.Release, Replace: o.replace,
+			AllowUnprofiledPlatform: o.allowUnprofiled,
 		})
 		if err != nil {
 			return err

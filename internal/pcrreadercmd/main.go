@@ -70,7 +70,10 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 		Long: `pcr-reader reads one PCR bank from a TPM (a device, a TCP TPM such as swtpm,
 or the simulator) or from a node's mtuf-agent, applies the platform's
 profile (which PCRs are enforced, warn-only or left out, and why), and
-writes a measurements document for 'mtuf repo publish'.
+writes a measurements document for 'mtuf repo publish'. It refuses to write
+a document whose enforced PCRs hold their reset value (all zeros; all ones
+for PCRs 17-22): the TPM read then booted nothing, as the simulator without
+--boot-log.
 
 With --link-key, it also records the in-toto link of its run, signed with
 that functionary key: step read-measurements, with the document as its
@@ -148,6 +151,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return cli.Usage(err)
 	}
+	// 'mtuf repo publish' refuses such a document too; refusing it here
+	// says so where the reading went wrong, before anything is written.
+	if err := m.CheckNotReset(profile); err != nil {
+		return fmt.Errorf("refusing to write %s: the TPM read measured nothing into PCRs the profile of %s enforces, so it did not boot the image (or the wrong TPM was read): %w", o.out, o.platform, err)
+	}
 	data, err := m.Marshal()
 	if err != nil {
 		return err
@@ -170,6 +178,8 @@ func (o options) check() (*metadata.Profile, crypto.Hash, error) {
 		return nil, 0, cli.Usage(errors.New("give exactly one of --tpm SPEC and --agent URL"))
 	case o.bootLog != "" && !tpm.IsTestTPM(o.tpmSpec):
 		return nil, 0, cli.Usage(errors.New("--boot-log extends PCRs and is only for a simulator (--tpm sim) or swtpm (--tpm tcp://...), never a real TPM or an agent"))
+	case o.bootLog == "" && tpm.IsSimulator(o.tpmSpec):
+		return nil, 0, cli.Usage(errors.New("--tpm sim without --boot-log: the simulator has booted nothing, so every PCR holds its reset value and the document would make a blank TPM trusted; give --boot-log FILE with the boot chain of the image"))
 	case o.trustedAK != "" && o.agentURL == "":
 		return nil, 0, cli.Usage(errors.New("--trusted-ak goes with --agent"))
 	case o.linkKey != "" && o.out == "-":
@@ -223,13 +233,18 @@ func writeMeasurements(o options, m *metadata.Measurements, data []byte, functio
 }
 
 // readLink signs the in-toto link of this run: step read-measurements,
-// whose only product is the document, recorded under the name the layout
-// expects (measurements.json) whatever --out is called. The PCRs come from
+// whose products are the document, recorded under the name the layout
+// expects (measurements.json) whatever --out is called, and each of its
+// PCRs (intoto.MeasurementsProducts), which a layout with a second
+// functionary matches against the precalculation. The PCRs come from
 // a TPM, not from files, so the link records no material. It returns the
 // link and the path next to out where in-toto tools look for it.
 func readLink(doc []byte, out string, functionary crypto.Signer) ([]byte, string, error) {
-	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil,
-		map[string][]byte{metadata.MeasurementsFile: doc}, functionary)
+	products, err := intoto.MeasurementsProducts(doc)
+	if err != nil {
+		return nil, "", err
+	}
+	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil, products, functionary)
 	if err != nil {
 		return nil, "", fmt.Errorf("--link-key: %w", err)
 	}

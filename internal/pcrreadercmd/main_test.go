@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -32,6 +33,10 @@ import (
 )
 
 const testPassword = testkeys.Password
+
+// bootLog is the described boot chain of an image, booted into the
+// simulator before it is read.
+var bootLog = filepath.Join("..", "..", "testdata", "boot", "image-v1.0.0.yaml")
 
 // runCmd runs pcr-reader in process with args and returns its output and
 // error.
@@ -81,7 +86,9 @@ func tpm2PCRRead(t *testing.T, tcti, bank string) map[uint32][]byte {
 func TestReadSwtpmAgreesWithTPM2Tools(t *testing.T) {
 	tpmtest.RequireTools(t, "swtpm", "tpm2_pcrextend", "tpm2_pcrread")
 	sw := tpmtest.StartSwtpm(t)
-	for i, pcr := range []int{4, 9, 10} {
+	// Every PCR the profile enforces is extended: pcr-reader refuses
+	// enforced PCRs in their reset state.
+	for i, pcr := range []int{4, 8, 9, 10, 11, 12, 13} {
 		d256 := sha256.Sum256([]byte(fmt.Sprintf("event %d", i)))
 		d384 := crypto.SHA384.New()
 		d384.Write([]byte(fmt.Sprintf("event %d", i)))
@@ -149,7 +156,7 @@ func TestLinkKeyRecordsTheRun(t *testing.T) {
 			dir := t.TempDir()
 			keyFile, priv := writeTestKey(t, dir, typ)
 			out := filepath.Join(dir, "m.json")
-			stdout, stderr, err := runCmd(t, "--tpm", "sim", "--image", "v1.0.0", "--platform", "qemu-vtpm", "--out", out, "--link-key", keyFile)
+			stdout, stderr, err := runCmd(t, "--tpm", "sim", "--boot-log", bootLog, "--image", "v1.0.0", "--platform", "qemu-vtpm", "--out", out, "--link-key", keyFile)
 			if err != nil {
 				t.Fatalf("pcr-reader: %v\n%s", err, stderr)
 			}
@@ -173,11 +180,22 @@ func TestLinkKeyRecordsTheRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if step != intoto.StepReadMeasurements || signer != keyID || len(products) != 1 {
+			m, err := metadata.Parse(doc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The document, and each of its PCRs, for a layout that
+			// matches them against a precalculation.
+			if step != intoto.StepReadMeasurements || signer != keyID || len(products) != 1+len(m.PCRs) {
 				t.Fatalf("link: step %s, key %s, products %v", step, signer, products)
 			}
 			if err := products[metadata.MeasurementsFile].Verify(doc); err != nil {
 				t.Errorf("the link's product is not the document written: %v", err)
+			}
+			for idx, p := range m.PCRs {
+				if err := products[intoto.PCRArtifact(m.Hash, idx)].Verify([]byte(hex.EncodeToString(p.Expected))); err != nil {
+					t.Errorf("PCR %d: the link's artifact is not the document's value: %v", idx, err)
+				}
 			}
 		})
 	}
@@ -198,7 +216,7 @@ func TestLinkKeyErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Setenv(keys.PasswordEnv, tc.password)
-			args := append([]string{"--tpm", "sim", "--image", "v1.0.0", "--platform", "qemu-vtpm"}, tc.args...)
+			args := append([]string{"--tpm", "sim", "--boot-log", bootLog, "--image", "v1.0.0", "--platform", "qemu-vtpm"}, tc.args...)
 			_, _, err := runCmd(t, args...)
 			if err == nil || !cli.IsUsage(err) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error = %v, want a usage error containing %q", err, tc.want)
@@ -267,5 +285,39 @@ func TestAgentQuoteWithShiftedPCRValues(t *testing.T) {
 	}
 	if stdout != "" {
 		t.Errorf("measurements written from a tampered quote:\n%s", stdout)
+	}
+}
+
+// TestRefusesResetPCRs checks that pcr-reader writes no document of reset
+// values: not from a simulator that booted nothing, and not from a TPM
+// whose enforced PCRs nothing extended.
+func TestRefusesResetPCRs(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "m.json")
+	_, _, err := runCmd(t, "--tpm", "sim", "--image", "v1.0.0", "--platform", "qemu-vtpm", "--out", out)
+	if err == nil || !cli.IsUsage(err) || !strings.Contains(err.Error(), "--tpm sim without --boot-log") || !strings.Contains(err.Error(), "reset value") {
+		t.Errorf("simulator without a boot log: error = %v, want a usage error that says why", err)
+	}
+	_, _, err = runCmd(t, "--tpm", "sim:7", "--image", "v1.0.0", "--platform", "qemu-vtpm", "--out", out)
+	if err == nil || !strings.Contains(err.Error(), "--tpm sim without --boot-log") {
+		t.Errorf("seeded simulator without a boot log: error = %v", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a document was written: %v", err)
+	}
+
+	tpmtest.RequireTools(t, "swtpm", "tpm2_pcrextend")
+	sw := tpmtest.StartSwtpm(t)
+	// Only PCR 9 is extended: PCR 4, enforced by the profile, stays zero.
+	d := sha256.Sum256([]byte("initrd"))
+	if out, err := exec.Command("tpm2_pcrextend", "-T", sw.TCTI, fmt.Sprintf("9:sha256=%x", d)).CombinedOutput(); err != nil {
+		t.Fatalf("tpm2_pcrextend: %v\n%s", err, out)
+	}
+	_, _, err = runCmd(t, "--tpm", sw.Spec, "--image", "v1.0.0", "--platform", "qemu-vtpm", "--out", out)
+	if !errors.Is(err, metadata.ErrResetPCR) || !strings.Contains(err.Error(), "PCR 4: ") || strings.Contains(err.Error(), "PCR 9: ") {
+		t.Errorf("swtpm with PCR 4 unextended: error = %v, want PCR 4 named as reset (and not PCR 9)", err)
+	}
+	if _, err := os.Stat(out); !os.IsNotExist(err) {
+		t.Errorf("a document was written: %v", err)
 	}
 }

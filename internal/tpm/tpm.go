@@ -27,6 +27,12 @@ const (
 	specTCP = "tcp://"
 )
 
+// IsSimulator reports whether spec names the in-process simulator, which
+// starts with every PCR in its reset state.
+func IsSimulator(spec string) bool {
+	return spec == specSim || strings.HasPrefix(spec, specSim+":")
+}
+
 // IsTestTPM reports whether spec names a TPM whose PCRs belong to no real
 // machine (the simulator or a TCP TPM such as swtpm), so that extending them
 // with a described boot chain harms nothing.
