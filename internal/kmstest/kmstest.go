@@ -266,6 +266,12 @@ func (s *Server) SetAlias(ctx context.Context, alias, keyID string) error {
 	return nil
 }
 
+// Installed tells whether Run can find local-kms.
+func Installed() bool {
+	_, err := find()
+	return err == nil
+}
+
 func find() (string, error) {
 	var candidates []string
 	if dir := os.Getenv("MTUF_TOOLS_BIN"); dir != "" {
