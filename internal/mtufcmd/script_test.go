@@ -84,6 +84,8 @@ func TestScripts(t *testing.T) {
 			// A real KMS emulator and its keys (kms_script_test.go).
 			"kmsserver": cmdKMSServer,
 			"kmskey":    cmdKMSKey,
+			// Prometheus metrics, scraped or from a file (metric_script_test.go).
+			"metric": cmdMetric,
 		},
 	})
 }
