@@ -14,10 +14,13 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 COSIGN        := github.com/sigstore/cosign/v2/cmd/cosign@v2.6.5
 # versitygw: the S3-compatible server the object storage tests run against.
 VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
+# local-kms: the AWS KMS emulator the tests of online keys in a KMS run against.
+LOCALKMS      := github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab6
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
 # (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
-# supply chain tools).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
+# supply chain tools), systemd (systemd-analyze verify checks the units of
+# docs/deploy.md).
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd
 # -shuffle=on runs tests and benchmarks in a random order, so that a test that
 # depends on another's leftovers fails; go test prints the seed ("-test.shuffle
 # N") so that a failing order can be replayed with -shuffle=N.
@@ -77,7 +80,7 @@ apt:
 	fi
 
 # Go tools at pinned versions, in a tools directory of the project.
-tools: $(TOOLS)/cosign $(TOOLS)/staticcheck $(TOOLS)/versitygw
+tools: $(TOOLS)/cosign $(TOOLS)/staticcheck $(TOOLS)/versitygw $(TOOLS)/local-kms
 
 $(TOOLS)/cosign:
 	GOBIN=$(TOOLS) $(GO) install $(COSIGN)
@@ -87,6 +90,9 @@ $(TOOLS)/staticcheck:
 
 $(TOOLS)/versitygw:
 	GOBIN=$(TOOLS) $(GO) install $(VERSITYGW)
+
+$(TOOLS)/local-kms:
+	GOBIN=$(TOOLS) $(GO) install $(LOCALKMS)
 
 demo:
 	./scripts/demo.sh

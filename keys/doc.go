@@ -11,7 +11,11 @@
 // The key types are the three that TUF names and go-tuf verifies: ed25519,
 // ECDSA on P-256 with SHA-256, and RSA with RSASSA-PSS and SHA-256.
 //
-// Code that takes key references (file paths, pkcs11: URIs) turns them into
+// Online keys may also live in AWS KMS, named by sigstore's awskms://
+// references; the KMS signs and its keys are ECDSA P-256.
+//
+// Code that takes key references (file paths, pkcs11: URIs, awskms://
+// references) turns them into
 // keys through a Resolver: Files reads them as the mtuf commands do, Memory
 // serves keys that the caller already holds.
 package keys

@@ -95,7 +95,8 @@ func refScheme(ref string) string {
 // LoadPrivate loads the private key that ref names. A reference is the path
 // of an encrypted key file (ours or cosign's); the password comes from pw and
 // is asked for only once the file is known to be an encrypted private key.
-// A pkcs11: URI names a key held in a PKCS#11 token (see ClosePKCS11).
+// A pkcs11: URI names a key held in a PKCS#11 token (see ClosePKCS11), an
+// awskms:// reference a key held in AWS KMS.
 func LoadPrivate(ctx context.Context, ref string, pw PasswordSource) (crypto.Signer, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -105,8 +106,10 @@ func LoadPrivate(ctx context.Context, ref string, pw PasswordSource) (crypto.Sig
 		return loadPrivateFile(ref, pw)
 	case "pkcs11":
 		return loadPrivatePKCS11(ref, pw)
+	case kmsSchemeAWS:
+		return loadKMS(ctx, ref)
 	default:
-		return nil, fmt.Errorf("private key %s: unsupported key reference scheme %q: give the path of a key file", ref, scheme)
+		return nil, fmt.Errorf("private key %s: unsupported key reference scheme %q: give the path of a key file, a pkcs11: URI or an awskms:// reference", ref, scheme)
 	}
 }
 
@@ -143,15 +146,25 @@ func loadPrivateFile(path string, pw PasswordSource) (crypto.Signer, error) {
 
 // LoadPublic loads the public key that ref names: a PEM public key file
 // (NAME.pub), an X.509 certificate, or a pkcs11: URI of a key held in a
-// PKCS#11 token (whose PIN must then be in the URI or $MTUF_PKCS11_PIN).
+// PKCS#11 token (whose PIN must then be in the URI or $MTUF_PKCS11_PIN), or
+// an awskms:// reference of a key held in AWS KMS.
 func LoadPublic(ref string) (crypto.PublicKey, error) {
 	switch scheme := refScheme(ref); scheme {
 	case "":
 		return loadPublicFile(ref)
 	case "pkcs11":
 		return loadPublicPKCS11(ref)
+	case kmsSchemeAWS:
+		// The KMS hands out a key's public half without unlocking
+		// anything; there is no context to pass down here, and each KMS
+		// call has its own timeout.
+		k, err := loadKMS(context.Background(), ref)
+		if err != nil {
+			return nil, err
+		}
+		return k.Public(), nil
 	default:
-		return nil, fmt.Errorf("public key %s: unsupported key reference scheme %q: give the path of a public key file", ref, scheme)
+		return nil, fmt.Errorf("public key %s: unsupported key reference scheme %q: give the path of a public key file, a pkcs11: URI or an awskms:// reference", ref, scheme)
 	}
 }
 

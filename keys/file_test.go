@@ -242,8 +242,10 @@ func TestLoadPrivate(t *testing.T) {
 			wantErr: []string{"private key " + name + ".pub: this is a public key", "give " + name + ".key"}},
 		{name: "missing public key given", ref: name + "-missing.pub",
 			wantErr: []string{"private key " + name + "-missing.pub: this names a public key, not a private key: give " + name + "-missing.key"}},
-		{name: "unknown scheme", ref: "awskms://alias/root",
-			wantErr: []string{`unsupported key reference scheme "awskms"`}},
+		{name: "unknown scheme", ref: "gcpkms://projects/p/locations/l/keyRings/r/cryptoKeys/root",
+			wantErr: []string{`unsupported key reference scheme "gcpkms"`, "awskms://"}},
+		{name: "malformed KMS reference", ref: "awskms://alias/root",
+			wantErr: []string{"KMS key awskms://alias/root: kms specification should be in the format awskms://[ENDPOINT]/[ID/ALIAS/ARN]"}},
 		{name: "no password", ref: name + ".key",
 			wantErr: []string{"no password for " + name + ".key: set MTUF_PASSWORD, use --password-file, or run on a terminal"}},
 		{name: "canceled", ctx: canceled, ref: name + ".key", password: testPassword,
@@ -298,7 +300,7 @@ func TestLoadPublic(t *testing.T) {
 		{name: "private key given", ref: name + ".key", wantErr: name + ".key is a private key; pass " + name + ".pub"},
 		{name: "missing file", ref: name + ".pem", wantErr: "reading public key: open " + name + ".pem: no such file"},
 		{name: "not a key", ref: garbage, wantErr: "public key " + garbage + ": not a PEM-encoded key"},
-		{name: "unknown scheme", ref: "awskms:///alias/root", wantErr: `unsupported key reference scheme "awskms"`},
+		{name: "unknown scheme", ref: "azurekms://vault.example/root", wantErr: `unsupported key reference scheme "azurekms"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

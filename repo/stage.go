@@ -245,7 +245,7 @@ func (w *Workspace) changeKey(ctx context.Context, role, ref string, st *Staged)
 			if strings.HasSuffix(ref, ".pub") {
 				priv = strings.TrimSuffix(ref, ".pub") + ".key"
 			}
-			if _, err := os.Stat(priv); err != nil && !strings.HasPrefix(priv, "pkcs11:") {
+			if _, err := os.Stat(priv); err != nil && !strings.HasPrefix(priv, "pkcs11:") && !strings.HasPrefix(priv, "awskms://") {
 				return nil, fmt.Errorf("role %s is signed online, so the workspace needs its private key: %s not found", role, priv)
 			}
 			priv = absRef(priv)

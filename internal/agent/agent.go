@@ -13,6 +13,7 @@ import (
 	"mime"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/google/go-tpm-tools/client"
 	"github.com/google/go-tpm-tools/proto/attest"
@@ -69,6 +70,10 @@ type Config struct {
 	// which every attestation carries, so that verifiers can trust the key
 	// through the CA instead of pinning it.
 	AKCA *CA
+	// ObserveQuote, when set, is told of every quote the TPM was asked
+	// for: how long it took, and its error (nil when it succeeded). It
+	// feeds the agent's metrics.
+	ObserveQuote func(d time.Duration, err error)
 }
 
 // Server is an http.Handler serving agentapi.AttestationPath and
@@ -83,6 +88,7 @@ type Server struct {
 	// and its root: the issuing CA when it is not a root itself.
 	intermediates [][]byte
 	closed        bool
+	observe       func(time.Duration, error)
 }
 
 // New creates the attestation key and returns a Server using it.
@@ -120,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 		// which belongs to another TPM when this one is a simulator.
 		log = []byte{}
 	}
-	s := &Server{tpm: cfg.TPM, ak: ak, akPEM: akPEM, eventLog: log}
+	s := &Server{tpm: cfg.TPM, ak: ak, akPEM: akPEM, eventLog: log, observe: cfg.ObserveQuote}
 	if cfg.AKCA != nil {
 		cert, err := cfg.AKCA.Issue(ak.PublicKey())
 		if err == nil {
@@ -249,6 +255,7 @@ func (s *Server) Attest(nonce []byte) (*attest.Attestation, error) {
 	if s.closed {
 		return nil, errClosed
 	}
+	start := time.Now()
 	att, err := s.ak.Attest(client.AttestOpts{
 		Nonce:       nonce,
 		TCGEventLog: s.eventLog,
@@ -256,6 +263,9 @@ func (s *Server) Attest(nonce []byte) (*attest.Attestation, error) {
 		// TDX devices on every request would be wasted work.
 		SkipTeeAttestation: true,
 	})
+	if s.observe != nil {
+		s.observe(time.Since(start), err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("TPM attestation failed: %w", err)
 	}

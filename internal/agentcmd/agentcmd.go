@@ -24,6 +24,7 @@ import (
 	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
+	"github.com/mtuf/mtuf/internal/telemetry"
 	"github.com/mtuf/mtuf/internal/tpm"
 )
 
@@ -64,6 +65,7 @@ type options struct {
 	passwordFile   string
 	clusterID      string
 	eventLogOut    string
+	logFormat      string
 }
 
 // run runs mtuf-agent with args and returns its exit status, having
@@ -92,7 +94,10 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 POSTs a fresh nonce to ` + agentapi.AttestationPath + ` and receives a go-tpm-tools
 Attestation: a quote of every allocated PCR bank over the nonce, signed by the
 node's attestation key (AK), with the TCG event log. GET ` + agentapi.AKPath + ` returns
-the AK public key (PEM), for pinning.
+the AK public key (PEM), for pinning. GET /metrics serves Prometheus metrics:
+attestations served, TPM errors, the time the TPM takes to quote, and every
+request by kind and status. Each request is logged on one line naming it
+(remote address, method, path); --log-format json writes one JSON object a line.
 
 --tpm selects the TPM: a device such as /dev/tpmrm0 (the default), tcp://HOST:PORT
 for a TCP TPM such as swtpm (its server port; swtpm must run with
@@ -154,6 +159,7 @@ is sent along as an intermediate.`,
 	f.StringVar(&opts.passwordFile, "password-file", "", "read the --ak-ca-key password from `FILE` (else $MTUF_PASSWORD, else a prompt)")
 	f.StringVar(&opts.clusterID, "cluster-id", "", "extend PCR 15 of a test TPM with the digest of cluster `ID` (sim or tcp:// only)")
 	f.StringVar(&opts.eventLogOut, "event-log-out", "", "write the event log the agent serves to `FILE` at start-up (a reference log for verifiers)")
+	f.StringVar(&opts.logFormat, "log-format", telemetry.LogText, telemetry.LogFormatUsage)
 	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error {
 		return cli.Usage(err)
 	})
@@ -163,7 +169,10 @@ is sent along as an intermediate.`,
 }
 
 func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logger, err := telemetry.NewLogger(stderr, opts.logFormat)
+	if err != nil {
+		return cli.Usage(err)
+	}
 
 	akType, err := agent.ParseKeyType(opts.akType)
 	if err != nil {
@@ -206,7 +215,9 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 		return err
 	}
 
-	srv, err := agent.New(agent.Config{TPM: rw, EventLog: eventLog, KeyType: akType, AKCA: ca})
+	reg := telemetry.NewRegistry()
+	metrics := newAgentMetrics(reg, logger, opts.tpmSpec)
+	srv, err := agent.New(agent.Config{TPM: rw, EventLog: eventLog, KeyType: akType, AKCA: ca, ObserveQuote: metrics.observeQuote})
 	if err != nil {
 		return fmt.Errorf("TPM %s: %w", opts.tpmSpec, err)
 	}
@@ -230,7 +241,7 @@ func serve(ctx context.Context, opts options, stderr io.Writer) (err error) {
 	if opts.clusterID != "" {
 		attrs = append(attrs, "cluster_id", opts.clusterID)
 	}
-	return serveHTTP(ctx, ln, srv, logger, attrs)
+	return serveHTTP(ctx, ln, metrics.handler(srv, reg, logger), logger, attrs)
 }
 
 // bootChain returns the boot the agent measures into a test TPM at
@@ -287,7 +298,7 @@ func writeStartupFiles(opts options, srv *agent.Server, eventLog []byte) error {
 func serveHTTP(ctx context.Context, ln net.Listener, srv http.Handler, logger *slog.Logger, attrs []any) error {
 	addr := ln.Addr().String()
 	hs := &http.Server{
-		Handler:           logRequests(srv, logger),
+		Handler:           srv,
 		ReadHeaderTimeout: readHeaderTimeout,
 		ReadTimeout:       readTimeout,
 		WriteTimeout:      writeTimeout,
@@ -337,42 +348,4 @@ func startupEventLog(rw io.ReadWriter, spec string, testTPM bool, chain *tpm.Boo
 		}
 		return log, nil
 	}
-}
-
-// logRequests logs one line per request once it is answered.
-func logRequests(h http.Handler, logger *slog.Logger) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		start := time.Now()
-		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
-		h.ServeHTTP(rec, r)
-		logger.Info("request",
-			"remote", r.RemoteAddr,
-			"method", r.Method,
-			"path", r.URL.Path,
-			"status", rec.status,
-			"bytes", rec.bytes,
-			"duration", time.Since(start).Round(time.Microsecond),
-		)
-	})
-}
-
-type statusRecorder struct {
-	http.ResponseWriter
-	status      int
-	bytes       int
-	wroteHeader bool
-}
-
-func (r *statusRecorder) WriteHeader(code int) {
-	if !r.wroteHeader {
-		r.status, r.wroteHeader = code, true
-	}
-	r.ResponseWriter.WriteHeader(code)
-}
-
-func (r *statusRecorder) Write(b []byte) (int, error) {
-	r.wroteHeader = true
-	n, err := r.ResponseWriter.Write(b)
-	r.bytes += n
-	return n, err
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/mtuf/mtuf/client"
 	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/cli"
+	"github.com/mtuf/mtuf/internal/telemetry"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -193,6 +195,7 @@ type verifyOptions struct {
 	concurrency  int
 	output       string
 	update       bool
+	logFormat    string
 }
 
 func newClientVerifyCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
@@ -221,6 +224,9 @@ reference log must replay to the trusted measurements.
 
 Nodes are verified concurrently, at most --concurrency at once, each within its
 own --timeout, so a slow or dead node delays no other.
+
+--log-format text|json also logs on standard error, as it happens, every
+exchange with a node and then each node's verdict, each line naming its node.
 
 The trusted measurements must be current: the TUF metadata that the last update
 verified them under, read from the client's state without network, must be
@@ -260,6 +266,7 @@ which case no node was asked.`,
 	f.IntVar(&o.concurrency, "concurrency", attest.DefaultConcurrency, "nodes verified at once")
 	// "table" was this flag's name for text, and stays one.
 	f.StringVarP(&o.output, "output", "o", "text", "output format: text (a table) or json")
+	f.StringVar(&o.logFormat, "log-format", "", "also log every exchange with a node and each node's verdict on standard error, as `FORMAT` text or json")
 	f.BoolVar(&o.update, "update", false, "update the trusted measurements first, as 'mtuf client update' does for the image and platform they are for")
 	return c
 }
@@ -275,6 +282,9 @@ func (o verifyOptions) policy() ([]string, attest.Policy, error) {
 	}
 	if o.concurrency < 1 {
 		return nil, p, usageErr("--concurrency %d: give at least 1", o.concurrency)
+	}
+	if o.logFormat != "" && o.logFormat != telemetry.LogText && o.logFormat != telemetry.LogJSON {
+		return nil, p, usageErr("--log-format must be text or json, not %q", o.logFormat)
 	}
 	if o.timeout <= 0 {
 		return nil, p, usageErr("--timeout %v: give a positive duration such as 10s", o.timeout)
@@ -321,13 +331,24 @@ func runClientVerify(ctx context.Context, g *globals, stateDir func() (string, e
 	if p.Measurements, err = currentMeasurements(ctx, cl, o.update); err != nil {
 		return err
 	}
-	v, err := attest.NewVerifier(p, attest.Options{Timeout: o.timeout, Concurrency: o.concurrency})
+	vo := attest.Options{Timeout: o.timeout, Concurrency: o.concurrency}
+	var logger *slog.Logger
+	if o.logFormat != "" {
+		if logger, err = telemetry.NewLogger(g.stderr, o.logFormat); err != nil {
+			return usageErr("%v", err)
+		}
+		vo.HTTPClient = verifyHTTPClient(logger)
+	}
+	v, err := attest.NewVerifier(p, vo)
 	if err != nil {
 		return usageErr("%v", err)
 	}
 	rep, err := v.Verify(ctx, all)
 	if err != nil {
 		return usageErr("%v", err)
+	}
+	if logger != nil {
+		logVerdicts(ctx, logger, rep)
 	}
 	if o.output == "json" {
 		if err := g.printJSON(rep); err != nil {

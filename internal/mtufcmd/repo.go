@@ -15,6 +15,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/cli"
 	"github.com/mtuf/mtuf/internal/safefile"
+	"github.com/mtuf/mtuf/internal/telemetry"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/metadata"
 	"github.com/mtuf/mtuf/repo"
@@ -357,10 +358,16 @@ expired, what an online role should have re-signed by now (run
 'mtuf repo refresh'), and offline roles that expire within --within.
 
 With --check the exit status is 1 when there is any warning, for a
-monitoring job.`,
+monitoring job. --output prometheus writes, for every role, the seconds
+left until it expires, its expiry time, version, signatures and threshold
+in the format of node_exporter's textfile collector, so that Prometheus
+can alert before anything expires.`,
 		Example: `  mtuf repo status --workspace ws
   mtuf repo status --workspace ws --check --within 720h   # monitoring
-  mtuf repo status --workspace ws --output json`,
+  mtuf repo status --workspace ws --output json
+  # node_exporter textfile collector, written whole or not at all:
+  mtuf repo status --workspace ws --output prometheus > /var/lib/node_exporter/mtuf.prom.tmp &&
+    mv /var/lib/node_exporter/mtuf.prom.tmp /var/lib/node_exporter/mtuf.prom`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			w, err := openWorkspace(g, ws)
@@ -377,7 +384,11 @@ monitoring job.`,
 					return err
 				}
 			}
-			if g.json() {
+			if g.output == outputPrometheus {
+				if err := writeStatusMetrics(g.stdout, st, time.Now()); err != nil {
+					return err
+				}
+			} else if g.json() {
 				out := struct {
 					*repo.Status
 					TargetNames []string `json:"targetNames,omitempty"`
@@ -398,7 +409,15 @@ monitoring job.`,
 	c.Flags().DurationVar(&within, "within", 30*24*time.Hour, "warn about offline roles that expire within this `DURATION`")
 	c.Flags().BoolVar(&check, "check", false, "exit 1 when there is any warning")
 	c.Flags().BoolVar(&list, "targets", false, "list every target name")
-	addOutputFlag(c, g)
+	// Besides text and json, the metrics a monitoring job collects.
+	c.Flags().StringVarP(&g.output, "output", "o", "text", "output format: text, json, or prometheus (node_exporter textfile format)")
+	c.PreRunE = func(cmd *cobra.Command, args []string) error {
+		switch g.output {
+		case "text", "json", outputPrometheus:
+			return nil
+		}
+		return usageErr("--output must be text, json or prometheus, not %q", g.output)
+	}
 	return c
 }
 
@@ -517,13 +536,19 @@ func summarizeRoles(roles []string) string {
 }
 
 func newRepoServeCmd(g *globals) *cobra.Command {
-	var storage, addr, readyFile string
+	var storage, addr, readyFile, logFormat string
 	c := &cobra.Command{
 		Use:   "serve --storage file://DIR --addr HOST:PORT",
 		Short: "Serve a repository over HTTP (development, mirrors)",
 		Long: `Serve a repository over HTTP with the cache headers a CDN needs: write-once
 files are immutable, timestamp.json is short-lived. Stops on SIGINT or
-SIGTERM.`,
+SIGTERM.
+
+Every request is logged on standard error, one line naming it (remote
+address, method, path) with its kind (root, timestamp, snapshot, targets,
+delegated, target), status, size and duration; --log-format json writes one
+JSON object a line. GET /metrics serves Prometheus metrics: requests by kind
+and status, bytes sent and time to answer by kind.`,
 		Example: `  mtuf repo serve --storage file://$PWD/repo --addr 127.0.0.1:8080`,
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -537,10 +562,15 @@ SIGTERM.`,
 			if _, err := st.Get(cmd.Context(), "metadata/1.root.json"); err != nil {
 				return fmt.Errorf("%s holds no repository (%v): run 'mtuf repo init' first", storage, err)
 			}
+			logger, err := telemetry.NewLogger(g.stderr, logFormat)
+			if err != nil {
+				return usageErr("%v", err)
+			}
 			handler := repo.StorageHandler(st)
 			if fs, ok := st.(*repo.FileStorage); ok {
 				handler = repo.Handler(fs.Dir())
 			}
+			handler = serveTelemetry(handler, logger)
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
 				return fmt.Errorf("listen on %s: %w", addr, err)
@@ -571,5 +601,6 @@ SIGTERM.`,
 	c.Flags().StringVar(&storage, "storage", "", "repository storage: file://DIR")
 	c.Flags().StringVar(&addr, "addr", "127.0.0.1:8080", "listen `ADDRESS`")
 	c.Flags().StringVar(&readyFile, "ready-file", "", "write the bound address to `FILE` once listening")
+	c.Flags().StringVar(&logFormat, "log-format", telemetry.LogText, telemetry.LogFormatUsage)
 	return c
 }

@@ -67,9 +67,10 @@ func TestScripts(t *testing.T) {
 			// it, except in CI, which must have it.
 			env.Setenv("CI", os.Getenv("CI"))
 			setupS3(env)
+			setupKMS(env)
 			return nil
 		},
-		Condition: s3Condition,
+		Condition: scriptCondition,
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
 			"waitfile":    cmdWaitFile,
 			"waitexpired": cmdWaitExpired,
@@ -80,6 +81,11 @@ func TestScripts(t *testing.T) {
 			"s3server":  cmdS3Server,
 			"s3readers": cmdS3Readers,
 			"s3get":     cmdS3Get,
+			// A real KMS emulator and its keys (kms_script_test.go).
+			"kmsserver": cmdKMSServer,
+			"kmskey":    cmdKMSKey,
+			// Prometheus metrics, scraped or from a file (metric_script_test.go).
+			"metric": cmdMetric,
 		},
 	})
 }

@@ -16,7 +16,7 @@ import (
 
 // parseRoleArg splits ROLE:VALUE; without a role, the default applies.
 func parseRoleArg(s, def string) (role, value string) {
-	if i := strings.Index(s, ":"); i > 0 && !strings.HasPrefix(s, "pkcs11:") {
+	if i := strings.Index(s, ":"); i > 0 && !strings.HasPrefix(s, "pkcs11:") && !strings.HasPrefix(s, "awskms://") {
 		return s[:i], s[i+1:]
 	}
 	return def, s
