@@ -170,10 +170,10 @@ func (r NodeResult) String() string {
 
 // Report is the result of verifying a set of nodes.
 type Report struct {
-	Image     string       `json:"image"`
-	Platform  string       `json:"platform"`
-	Hash      string       `json:"hash"`
-	ClusterID string       `json:"clusterID,omitempty"`
+	Image     string `json:"image"`
+	Platform  string `json:"platform"`
+	Hash      string `json:"hash"`
+	ClusterID string `json:"clusterID,omitempty"`
 	// Alternatives are the further images of Policy.Alternatives.
 	Alternatives []string     `json:"alternatives,omitempty"`
 	Nodes        []NodeResult `json:"nodes"`
@@ -204,7 +204,7 @@ var bankAlgs = map[string]tpmpb.HashAlgo{
 // prepared once, so that each attestation costs only its own checks. A
 // Verifier is safe for concurrent use.
 type Verifier struct {
-	m         *metadata.Measurements // with the cluster ID bound
+	m         *metadata.Measurements   // with the cluster ID bound
 	alts      []*metadata.Measurements // likewise
 	clusterID string
 	bank      tpmpb.HashAlgo
