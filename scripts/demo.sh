@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 
-make -s build build-sim
+build_binaries
 BIN=$PWD/bin
 # The simulated nodes and the reading step need the TPM simulator build.
 SIMBIN=$PWD/bin/sim

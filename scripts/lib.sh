@@ -15,3 +15,11 @@ wait_file() {
 	for _ in $(seq 1 200); do [ -s "$1" ] && return 0; sleep 0.05; done
 	echo "timed out waiting for $1" >&2; return 1
 }
+
+# build_binaries says what it builds before the build, which is silent and
+# takes minutes when nothing is cached yet.
+build_binaries() {
+	echo "building bin/mtuf, bin/mtuf-agent, bin/pcr-reader and, with the TPM simulator, bin/sim/ (a first build takes a few minutes)"
+	make -s build build-sim
+	echo "built"
+}

@@ -5,6 +5,7 @@ package scripts
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,22 @@ func TestStepColour(t *testing.T) {
 				t.Errorf("output %q: escape codes %v, want %v", out, got, tc.colour)
 			}
 		})
+	}
+}
+
+// make demo says what it builds before the build, which is silent for
+// minutes on a cold cache.
+func TestBuildSaysWhatItBuilds(t *testing.T) {
+	bin := t.TempDir()
+	// A make that records its arguments, standing in for the real build.
+	fake := "#!/bin/sh\necho \"make $*\"\n"
+	if err := os.WriteFile(filepath.Join(bin, "make"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out := runLib(t, "build_binaries", false, "PATH="+bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	building := strings.Index(out, "building bin/mtuf")
+	build := strings.Index(out, "make -s build build-sim")
+	if building < 0 || build < 0 || building > build {
+		t.Fatalf("output %q: want the building line before the build", out)
 	}
 }
