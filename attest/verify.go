@@ -91,6 +91,12 @@ type Policy struct {
 	// PCR bank whose quote is verified: a node cannot pass by offering
 	// another bank.
 	Measurements *metadata.Measurements
+	// Alternatives are the measurements of further images of the same
+	// bank, trusted alongside Measurements: a node that matches any of
+	// them is trusted, as a cluster in the middle of a rolling upgrade
+	// runs two image versions. NodeResult.Image names the one a node
+	// matched. ReferenceEventLog is of Measurements alone.
+	Alternatives []*metadata.Measurements
 	// ClusterID, when set, also enforces PCR 15 to hold the cluster ID's
 	// value, metadata.ClusterIDPCR(bank, ClusterID): the node was bound to
 	// this cluster.
@@ -139,6 +145,9 @@ type NodeResult struct {
 	// AKTrust says why the key was trusted: pinned, or the CA that
 	// certified it.
 	AKTrust string `json:"akTrust,omitempty"`
+	// Image is the image whose measurements PCRs compares the node's
+	// with: for a trusted node, the one it matched.
+	Image string `json:"image,omitempty"`
 	// PCRs are the reference PCRs compared with the quoted ones.
 	PCRs []metadata.PCRResult `json:"pcrs,omitempty"`
 	// EventLog is the outcome of replaying the node's event log; nil when
@@ -161,11 +170,13 @@ func (r NodeResult) String() string {
 
 // Report is the result of verifying a set of nodes.
 type Report struct {
-	Image     string       `json:"image"`
-	Platform  string       `json:"platform"`
-	Hash      string       `json:"hash"`
-	ClusterID string       `json:"clusterID,omitempty"`
-	Nodes     []NodeResult `json:"nodes"`
+	Image     string `json:"image"`
+	Platform  string `json:"platform"`
+	Hash      string `json:"hash"`
+	ClusterID string `json:"clusterID,omitempty"`
+	// Alternatives are the further images of Policy.Alternatives.
+	Alternatives []string     `json:"alternatives,omitempty"`
+	Nodes        []NodeResult `json:"nodes"`
 }
 
 // AllTrusted tells whether every node is trusted (warnings allowed).
@@ -193,7 +204,8 @@ var bankAlgs = map[string]tpmpb.HashAlgo{
 // prepared once, so that each attestation costs only its own checks. A
 // Verifier is safe for concurrent use.
 type Verifier struct {
-	m         *metadata.Measurements // with the cluster ID bound
+	m         *metadata.Measurements   // with the cluster ID bound
+	alts      []*metadata.Measurements // likewise
 	clusterID string
 	bank      tpmpb.HashAlgo
 	hash      crypto.Hash
@@ -250,6 +262,24 @@ func NewVerifier(p Policy, o Options) (*Verifier, error) {
 			return nil, err
 		}
 	}
+	for _, alt := range p.Alternatives {
+		if alt == nil {
+			return nil, errors.New("alternative reference measurements are nil")
+		}
+		if err := alt.Validate(); err != nil {
+			return nil, fmt.Errorf("reference measurements of image %s: %w", alt.Image, err)
+		}
+		// One quote, of one bank, is compared with every image.
+		if alt.Hash != p.Measurements.Hash {
+			return nil, fmt.Errorf("reference measurements of image %s use bank %s, those of image %s bank %s: images trusted together must use one bank", alt.Image, alt.Hash, p.Measurements.Image, p.Measurements.Hash)
+		}
+		if p.ClusterID != "" {
+			if alt, err = alt.BindClusterID(p.ClusterID); err != nil {
+				return nil, err
+			}
+		}
+		v.alts = append(v.alts, alt)
+	}
 	if v.reference, err = referenceEvents(p.ReferenceEventLog, p.Measurements, hash); err != nil {
 		return nil, err
 	}
@@ -304,6 +334,9 @@ func (v *Verifier) Verify(ctx context.Context, nodes []string) (*Report, error) 
 	rep := &Report{
 		Image: v.m.Image, Platform: v.m.Platform, Hash: v.m.Hash, ClusterID: v.clusterID,
 		Nodes: make([]NodeResult, len(nodes)),
+	}
+	for _, alt := range v.alts {
+		rep.Alternatives = append(rep.Alternatives, alt.Image)
 	}
 	work := make(chan int)
 	var wg sync.WaitGroup
@@ -412,8 +445,17 @@ func (v *Verifier) VerifyAttestation(node string, att *attestpb.Attestation, non
 		}
 	}
 
-	res.PCRs = v.m.Compare(pcrs)
+	res.Image, res.PCRs = v.m.Image, v.m.Compare(pcrs)
 	bad, warn := mismatches(res.PCRs)
+	for _, alt := range v.alts {
+		if len(bad) == 0 {
+			break
+		}
+		altPCRs := alt.Compare(pcrs)
+		if altBad, altWarn := mismatches(altPCRs); len(altBad) == 0 {
+			res.Image, res.PCRs, bad, warn = alt.Image, altPCRs, nil, altWarn
+		}
+	}
 	if len(bad) > 0 {
 		if log != nil {
 			res.EventLog.Differences = v.explain(log, res.PCRs, bad)
@@ -501,6 +543,11 @@ func mismatches(results []metadata.PCRResult) (bad, warn []uint32) {
 // bound to, or the first boot event that departs from the reference.
 func (v *Verifier) pcrsDifferReason(bad []uint32, eventLog *EventLogResult) string {
 	reason := differ(bad) + " from the reference measurements"
+	if len(v.alts) > 0 {
+		// The node matched none of the images; the PCRs named are those
+		// of the first.
+		reason = fmt.Sprintf("%s from the reference measurements of image %s, and the node matches no other trusted image", differ(bad), v.m.Image)
+	}
 	if v.clusterID != "" && contains(bad, metadata.ClusterIDPCRIndex) {
 		reason += fmt.Sprintf(" (PCR %d is not bound to cluster ID %q)", metadata.ClusterIDPCRIndex, v.clusterID)
 	}

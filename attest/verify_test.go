@@ -231,6 +231,59 @@ func TestVerify(t *testing.T) {
 		}
 	})
 
+	// A cluster in the middle of a rolling upgrade: the node runs one of
+	// two trusted images, and the report says which.
+	t.Run("rolling upgrade", func(t *testing.T) {
+		next := ref.Clone()
+		next.Image = "v2.0.0"
+		next.PCRs[4] = metadata.PCR{Expected: bytes.Repeat([]byte{2}, 32)}
+		for _, tc := range []struct {
+			name      string
+			primary   *metadata.Measurements
+			alts      []*metadata.Measurements
+			wantImage string
+		}{
+			{"matches the first", ref, []*metadata.Measurements{next}, "v1.0.0"},
+			{"matches the second", next, []*metadata.Measurements{ref}, "v1.0.0"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				rep, err := attest.Verify(context.Background(), []string{n.addr()},
+					attest.Policy{Measurements: tc.primary, Alternatives: tc.alts, TrustedAKs: pinned.TrustedAKs}, attest.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := rep.Nodes[0]
+				if r.Status != attest.Trusted || r.Image != tc.wantImage {
+					t.Fatalf("%s matched image %q, want trusted on %s", r, r.Image, tc.wantImage)
+				}
+				if len(rep.Alternatives) != 1 || rep.Alternatives[0] != tc.alts[0].Image {
+					t.Errorf("report alternatives %v", rep.Alternatives)
+				}
+			})
+		}
+		t.Run("matches neither", func(t *testing.T) {
+			other := next.Clone()
+			other.Image = "v3.0.0"
+			r := verifyOne(t, n.addr(), attest.Policy{Measurements: next, Alternatives: []*metadata.Measurements{other}, TrustedAKs: pinned.TrustedAKs}, attest.Options{})
+			expectRefused(t, r, attest.CheckPCRs, "PCR 4 differs", "image v2.0.0", "no other trusted image")
+			if r.Image != "v2.0.0" {
+				t.Errorf("refused node compared with image %q, want v2.0.0", r.Image)
+			}
+		})
+		t.Run("another bank", func(t *testing.T) {
+			sha384 := next.Clone()
+			sha384.Hash = "sha384"
+			for i, p := range sha384.PCRs {
+				p.Expected = bytes.Repeat([]byte{3}, 48)
+				sha384.PCRs[i] = p
+			}
+			_, err := attest.NewVerifier(attest.Policy{Measurements: ref, Alternatives: []*metadata.Measurements{sha384}, TrustedAKs: pinned.TrustedAKs}, attest.Options{})
+			if err == nil || !strings.Contains(err.Error(), "one bank") {
+				t.Fatalf("NewVerifier with images of two banks: %v", err)
+			}
+		})
+	})
+
 	t.Run("warn-only PCR differs", func(t *testing.T) {
 		m := ref.Clone()
 		m.PCRs[14] = metadata.PCR{Expected: bytes.Repeat([]byte{1}, 32), WarnOnly: true}

@@ -49,12 +49,26 @@ var ErrUntrusted = errors.New("repository content refused")
 // Config is the client's config file.
 type Config struct {
 	Repository string `json:"repository"`
-	// Image and Platform are those of the last update.
+	// Image and Platform are those of the last image of the last update.
 	Image    string `json:"image,omitempty"`
 	Platform string `json:"platform,omitempty"`
 	// Measurements are the TUF-verified reference values for Image on
 	// Platform.
 	Measurements *metadata.Measurements `json:"measurements,omitempty"`
+	UpdatedAt    *time.Time             `json:"updatedAt,omitempty"`
+	// Images are every image the client trusts at once, as a cluster in
+	// the middle of a rolling upgrade runs two versions; the last one is
+	// also in the fields above, which are all a config written before
+	// there could be several holds.
+	Images []TrustedImage `json:"images,omitempty"`
+}
+
+// TrustedImage is the TUF-verified measurements of one image version on
+// one platform.
+type TrustedImage struct {
+	Image        string                 `json:"image"`
+	Platform     string                 `json:"platform"`
+	Measurements *metadata.Measurements `json:"measurements"`
 	UpdatedAt    *time.Time             `json:"updatedAt,omitempty"`
 }
 
@@ -192,6 +206,22 @@ func (c *Client) loadConfig() error {
 		if err := cfg.Measurements.Validate(); err != nil {
 			return damagedState(c.dir, configFile, fmt.Errorf("measurements: %w", err))
 		}
+		if len(cfg.Images) == 0 {
+			// A config of one image, as every config was before a
+			// client could hold several.
+			cfg.Images = []TrustedImage{{Image: cfg.Image, Platform: cfg.Platform, Measurements: cfg.Measurements, UpdatedAt: cfg.UpdatedAt}}
+		}
+	}
+	for _, ti := range cfg.Images {
+		if ti.Measurements == nil {
+			return damagedState(c.dir, configFile, fmt.Errorf("image %s on %s has no measurements", ti.Image, ti.Platform))
+		}
+		if err := ti.Measurements.Validate(); err != nil {
+			return damagedState(c.dir, configFile, fmt.Errorf("measurements of image %s: %w", ti.Image, err))
+		}
+		if ti.Measurements.Image != ti.Image || ti.Measurements.Platform != ti.Platform {
+			return damagedState(c.dir, configFile, fmt.Errorf("image %s on %s holds the measurements of image %s on %s", ti.Image, ti.Platform, ti.Measurements.Image, ti.Measurements.Platform))
+		}
 	}
 	c.config = cfg
 	return nil
@@ -258,26 +288,87 @@ func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
 // Update refreshes the trusted metadata, downloads the measurements for
 // image on platform, checks them against their signed hashes, verifies
 // their in-toto supply chain when the repository publishes a layout, and
-// records them in the config as the trusted reference values. How the
-// supply chain was verified, or why it was not, is then available from
-// SupplyChain.
+// records them in the config as the trusted reference values, in place of
+// every image trusted before. How the supply chain was verified, or why it
+// was not, is then available from SupplyChain.
 func (c *Client) Update(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
+	ms, err := c.UpdateImages(ctx, []string{image}, platform)
+	if err != nil {
+		return nil, err
+	}
+	return ms[0], nil
+}
+
+// UpdateImages is Update for several image versions of one platform, which
+// the client then trusts together, in place of every image trusted before:
+// a node that matches any of them is trusted, as a cluster in the middle of
+// a rolling upgrade runs two versions. Either every image is verified and
+// recorded, or nothing changes. SupplyChain describes the last image.
+func (c *Client) UpdateImages(ctx context.Context, images []string, platform string) ([]*metadata.Measurements, error) {
+	if len(images) == 0 {
+		return nil, errors.New("no image version to update: give one or more")
+	}
+	seen := make(map[string]bool)
+	for _, im := range images {
+		if seen[im] {
+			return nil, fmt.Errorf("image %s is given twice", im)
+		}
+		seen[im] = true
+	}
 	unlock, err := c.lock(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	return c.update(ctx, image, platform)
+	return c.update(ctx, images, platform)
 }
 
-// update is Update under the state lock. A failure that a damaged file of
-// the metadata cache may have caused is retried once without it.
-func (c *Client) update(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
-	m, err := c.updateOnce(ctx, image, platform)
-	if err != nil && c.discardDamagedCache() {
-		m, err = c.updateOnce(ctx, image, platform)
+// DropImage stops trusting image, on every platform it is trusted on,
+// once a rolling upgrade has replaced it. The last trusted image cannot be
+// dropped: update to another first.
+func (c *Client) DropImage(ctx context.Context, image string) error {
+	unlock, err := c.lockCurrent(ctx)
+	if err != nil {
+		return err
 	}
-	return m, err
+	defer unlock()
+	var keep []TrustedImage
+	var trusted []string
+	for _, ti := range c.config.Images {
+		trusted = append(trusted, ti.Image)
+		if ti.Image != image {
+			keep = append(keep, ti)
+		}
+	}
+	switch {
+	case len(keep) == len(c.config.Images):
+		if len(trusted) == 0 {
+			return fmt.Errorf("image %s is not trusted: no image is trusted yet", image)
+		}
+		return fmt.Errorf("image %s is not trusted (trusted: %s)", image, strings.Join(trusted, ", "))
+	case len(keep) == 0:
+		return fmt.Errorf("image %s is the only trusted image: update to another ('mtuf client update --image V --platform P') instead of dropping it", image)
+	}
+	c.setImages(keep)
+	return c.saveConfig()
+}
+
+// setImages records images as the trusted ones, the last of them also in
+// the fields of a one-image config.
+func (c *Client) setImages(images []TrustedImage) {
+	last := images[len(images)-1]
+	c.config.Images = images
+	c.config.Image, c.config.Platform, c.config.Measurements, c.config.UpdatedAt = last.Image, last.Platform, last.Measurements, last.UpdatedAt
+}
+
+// update is UpdateImages under the state lock. A failure that a damaged
+// file of the metadata cache may have caused is retried once without it.
+func (c *Client) update(ctx context.Context, images []string, platform string) ([]*metadata.Measurements, error) {
+	ms, err := c.updateOnce(ctx, images, platform)
+	if err != nil && c.discardDamagedCache() {
+		ms, err = c.updateOnce(ctx, images, platform)
+	}
+	return ms, err
 }
 
 // discardDamagedCache drops the cached metadata files that do not parse,
@@ -287,47 +378,69 @@ func (c *Client) discardDamagedCache() bool {
 	return removed && err == nil
 }
 
-func (c *Client) updateOnce(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
-	name, err := metadata.MeasurementsTarget(image, platform)
-	if err != nil {
-		return nil, err
+func (c *Client) updateOnce(ctx context.Context, images []string, platform string) ([]*metadata.Measurements, error) {
+	for _, image := range images {
+		if _, err := metadata.MeasurementsTarget(image, platform); err != nil {
+			return nil, err
+		}
 	}
 	up, err := c.refresh(ctx)
 	if err != nil {
 		return nil, err
-	}
-	data, err := c.download(up, name)
-	if err != nil {
-		if errors.Is(err, errTargetNotFound) {
-			return nil, fmt.Errorf("the repository has no measurements for image %s on platform %s; run 'mtuf client list' to see what it offers", image, platform)
-		}
-		return nil, err
-	}
-	m, err := metadata.Parse(data)
-	if err != nil {
-		return nil, fmt.Errorf("%w: target %s is signed but not a valid measurements document: %v", ErrUntrusted, name, err)
-	}
-	if m.Image != image || m.Platform != platform {
-		return nil, fmt.Errorf("%w: target %s holds measurements for image %s on %s", ErrUntrusted, name, m.Image, m.Platform)
 	}
 	now := time.Now().UTC()
 	ref := now
 	if c.Now != nil {
 		ref = c.Now()
 	}
-	sc, err := c.verifySupplyChain(up, name, m, data, ref)
-	if err != nil {
-		return nil, err
+	var ms []*metadata.Measurements
+	var trusted []TrustedImage
+	var sc *SupplyChain
+	for _, image := range images {
+		var m *metadata.Measurements
+		if m, sc, err = c.fetchMeasurements(up, image, platform, ref); err != nil {
+			return nil, err
+		}
+		ms = append(ms, m)
+		trusted = append(trusted, TrustedImage{Image: image, Platform: platform, Measurements: m, UpdatedAt: &now})
 	}
 	sc.UpdatedAt = now
 	if err := c.saveSupplyChain(sc); err != nil {
 		return nil, err
 	}
-	c.config.Image, c.config.Platform, c.config.Measurements, c.config.UpdatedAt = image, platform, m, &now
+	c.setImages(trusted)
 	if err := c.saveConfig(); err != nil {
 		return nil, err
 	}
-	return m, nil
+	return ms, nil
+}
+
+// fetchMeasurements downloads and verifies the measurements of image on
+// platform, and their supply chain at time ref.
+func (c *Client) fetchMeasurements(up *updater.Updater, image, platform string, ref time.Time) (*metadata.Measurements, *SupplyChain, error) {
+	name, err := metadata.MeasurementsTarget(image, platform)
+	if err != nil {
+		return nil, nil, err
+	}
+	data, err := c.download(up, name)
+	if err != nil {
+		if errors.Is(err, errTargetNotFound) {
+			return nil, nil, fmt.Errorf("the repository has no measurements for image %s on platform %s; run 'mtuf client list' to see what it offers", image, platform)
+		}
+		return nil, nil, err
+	}
+	m, err := metadata.Parse(data)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: target %s is signed but not a valid measurements document: %v", ErrUntrusted, name, err)
+	}
+	if m.Image != image || m.Platform != platform {
+		return nil, nil, fmt.Errorf("%w: target %s holds measurements for image %s on %s", ErrUntrusted, name, m.Image, m.Platform)
+	}
+	sc, err := c.verifySupplyChain(up, name, m, data, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m, sc, nil
 }
 
 var errTargetNotFound = errors.New("target not found")
@@ -379,4 +492,25 @@ func explain(err error) error {
 		return fmt.Errorf("repository unreachable or incomplete: %w", err)
 	}
 	return err
+}
+
+// Fetch downloads the measurements of image on platform and verifies them
+// as Update does (TUF, then their in-toto supply chain), without trusting
+// them: to compare image versions before an upgrade.
+func (c *Client) Fetch(ctx context.Context, image, platform string) (*metadata.Measurements, error) {
+	unlock, err := c.lock(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	up, err := c.refresh(ctx)
+	if err != nil {
+		return nil, err
+	}
+	ref := time.Now().UTC()
+	if c.Now != nil {
+		ref = c.Now()
+	}
+	m, _, err := c.fetchMeasurements(up, image, platform, ref)
+	return m, err
 }

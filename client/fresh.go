@@ -30,14 +30,25 @@ var ErrNoMeasurements = errors.New("no trusted measurements yet")
 // (config.UpdaterConfig.MaxDelegations): the walks must agree.
 const maxDelegations = 32
 
-// Current returns the trusted measurements after checking, from the local
-// trusted metadata and without network, that the metadata they were
-// verified under (timestamp, snapshot, targets, and every delegated role
-// on the way to their target) is unexpired at the client's reference time,
-// and that it still lists them with the hashes of the measurements held.
-// When it does not, the error wraps ErrStale, and go-tuf's typed error
-// when there is one (ErrExpiredMetadata for an expired role).
+// Current returns the trusted measurements of the last updated image
+// after checking, from the local trusted metadata and without network,
+// that the metadata every trusted image was verified under (timestamp,
+// snapshot, targets, and every delegated role on the way to their target)
+// is unexpired at the client's reference time, and that it still lists
+// them with the hashes of the measurements held. When it does not, the
+// error wraps ErrStale, and go-tuf's typed error when there is one
+// (ErrExpiredMetadata for an expired role).
 func (c *Client) Current(ctx context.Context) (*metadata.Measurements, error) {
+	images, err := c.CurrentImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return images[len(images)-1].Measurements, nil
+}
+
+// CurrentImages returns every trusted image, checked as Current checks
+// them, in the order of the update that trusted them.
+func (c *Client) CurrentImages(ctx context.Context) ([]TrustedImage, error) {
 	unlock, err := c.lockCurrent(ctx)
 	if err != nil {
 		return nil, err
@@ -46,19 +57,32 @@ func (c *Client) Current(ctx context.Context) (*metadata.Measurements, error) {
 	return c.current()
 }
 
-// UpdateCurrent updates the measurements of the image and platform of the
-// last update, then checks them as Current does, under one hold of the
+// UpdateCurrent updates the measurements of the images and platform of
+// the last update, then checks them as Current does, under one hold of the
 // state lock.
 func (c *Client) UpdateCurrent(ctx context.Context) (*metadata.Measurements, error) {
+	images, err := c.UpdateCurrentImages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return images[len(images)-1].Measurements, nil
+}
+
+// UpdateCurrentImages is UpdateCurrent returning every trusted image.
+func (c *Client) UpdateCurrentImages(ctx context.Context) ([]TrustedImage, error) {
 	unlock, err := c.lockCurrent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	if c.config.Measurements == nil {
+	if len(c.config.Images) == 0 {
 		return nil, c.noMeasurements()
 	}
-	if _, err := c.update(ctx, c.config.Image, c.config.Platform); err != nil {
+	var names []string
+	for _, ti := range c.config.Images {
+		names = append(names, ti.Image)
+	}
+	if _, err := c.update(ctx, names, c.config.Platform); err != nil {
 		return nil, err
 	}
 	return c.current()
@@ -82,22 +106,31 @@ func (c *Client) noMeasurements() error {
 	return fmt.Errorf("%w in %s: run 'mtuf client update --image V --platform P' first", ErrNoMeasurements, c.dir)
 }
 
-func (c *Client) current() (*metadata.Measurements, error) {
-	m := c.config.Measurements
-	if m == nil {
+func (c *Client) current() ([]TrustedImage, error) {
+	if len(c.config.Images) == 0 {
 		return nil, c.noMeasurements()
 	}
-	name, err := metadata.MeasurementsTarget(c.config.Image, c.config.Platform)
+	for _, ti := range c.config.Images {
+		if err := c.currentImage(ti); err != nil {
+			return nil, err
+		}
+	}
+	return c.config.Images, nil
+}
+
+func (c *Client) currentImage(trusted TrustedImage) error {
+	m := trusted.Measurements
+	name, err := metadata.MeasurementsTarget(trusted.Image, trusted.Platform)
 	if err != nil {
-		return nil, damagedState(c.dir, configFile, err)
+		return damagedState(c.dir, configFile, err)
 	}
 	stale := func(err error) error {
 		return fmt.Errorf("%w: image %s on %s: %w; run 'mtuf client update' to refresh them",
-			ErrStale, c.config.Image, c.config.Platform, err)
+			ErrStale, trusted.Image, trusted.Platform, err)
 	}
 	_, tm, err := c.trustedRoot()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	tm.RefTime = time.Now().UTC()
 	if c.Now != nil {
@@ -105,28 +138,28 @@ func (c *Client) current() (*metadata.Measurements, error) {
 	}
 	ti, err := c.findLocalTarget(tm, name)
 	if err != nil {
-		return nil, stale(err)
+		return stale(err)
 	}
 	// The cached target is the file the last download verified; the
 	// trusted metadata must still name it, and it must hold what the
 	// config trusts.
 	data, err := os.ReadFile(filepath.Join(c.dir, targetsDir, url.PathEscape(name)))
 	if err != nil {
-		return nil, stale(fmt.Errorf("target %s: %w", name, err))
+		return stale(fmt.Errorf("target %s: %w", name, err))
 	}
 	if err := ti.VerifyLengthHashes(data); err != nil {
-		return nil, stale(fmt.Errorf("target %s is no longer the one the trusted metadata lists: %w", name, err))
+		return stale(fmt.Errorf("target %s is no longer the one the trusted metadata lists: %w", name, err))
 	}
 	cached, err := metadata.Parse(data)
 	if err != nil {
-		return nil, stale(fmt.Errorf("target %s: %w", name, err))
+		return stale(fmt.Errorf("target %s: %w", name, err))
 	}
 	a, errA := json.Marshal(cached)
 	b, errB := json.Marshal(m)
 	if errA != nil || errB != nil || !bytes.Equal(a, b) {
-		return nil, stale(fmt.Errorf("the trusted metadata lists other measurements under %s than those trusted", name))
+		return stale(fmt.Errorf("the trusted metadata lists other measurements under %s than those trusted", name))
 	}
-	return m, nil
+	return nil
 }
 
 // findLocalTarget loads the cached top-level metadata into tm, then walks

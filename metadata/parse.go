@@ -253,8 +253,11 @@ func truncate(s string, n int) string {
 //	           "measurements": {"4": {"expected": "<hex>", "warnOnly": false}, ...}}, ...]}
 //
 // It returns one document per list entry, in list order, with the version as
-// image and the attestation variant as platform. The layout has no hash
-// field; its digests are sha256.
+// image and the attestation variant as platform. Where entries of several
+// cloud providers share a variant (OpenStack, QEMU and STACKIT all attest
+// with qemu-vtpm), each of them keeps its provider in the platform, as
+// ReleasePlatform names it: qemu-vtpm-openstack, qemu-vtpm-qemu. The
+// layout has no hash field; its digests are sha256.
 func ParseRelease(data []byte) ([]*Measurements, error) {
 	v, err := parseTree(data)
 	if err != nil {
@@ -297,7 +300,11 @@ func releaseFromTree(v *value) ([]*Measurements, error) {
 		return nil, p.err()
 	}
 	var docs []*Measurements
-	seen := make(map[string]int)
+	// Per document: its entry's csp, variant, list index and place in
+	// messages.
+	var csps, entryVariants, wheres []string
+	var entries []int
+	variants := make(map[string]int)
 	for i, e := range list.items {
 		where := fmt.Sprintf("list[%d]", i)
 		if err := expectObject(e, where); err != nil {
@@ -305,7 +312,7 @@ func releaseFromTree(v *value) ([]*Measurements, error) {
 			continue
 		}
 		p.addAll(where, checkKeys(e, releaseEntryFields...))
-		_, err := stringField(e, "csp", false)
+		csp, err := stringField(e, "csp", false)
 		p.addAll(where, []error{err})
 		variant, err := stringField(e, "attestationVariant", true)
 		p.addAll(where, []error{err})
@@ -314,10 +321,7 @@ func releaseFromTree(v *value) ([]*Measurements, error) {
 				p.addAll(where, []error{e.get("attestationVariant").at(err)})
 			} else {
 				where = fmt.Sprintf("list[%d] (%s)", i, variant)
-				if j, dup := seen[variant]; dup {
-					p.addAll(where, []error{fmt.Errorf("attestation variant %q already appears in list[%d]", variant, j)})
-				}
-				seen[variant] = i
+				variants[variant]++
 			}
 		}
 		ms := e.get("measurements")
@@ -327,6 +331,34 @@ func releaseFromTree(v *value) ([]*Measurements, error) {
 		}
 		pcrs := pcrsFromTree(ms, HashSHA256, where, &p)
 		docs = append(docs, &Measurements{Image: version, Platform: variant, Hash: HashSHA256, PCRs: pcrs})
+		csps, entryVariants, wheres, entries = append(csps, csp), append(entryVariants, variant), append(wheres, where), append(entries, i)
+	}
+	// Name the platforms once every variant is counted: a variant that
+	// several providers share takes each one's name.
+	seen := make(map[string]int)
+	for i, m := range docs {
+		if m.Platform == "" || variants[m.Platform] < 2 {
+			continue
+		}
+		if csps[i] == "" {
+			p.addAll(wheres[i], []error{fmt.Errorf("attestation variant %q appears more than once, and this entry names no csp to tell it apart", m.Platform)})
+			continue
+		}
+		platform, err := ReleasePlatform(m.Platform, csps[i])
+		if err != nil {
+			p.addAll(wheres[i], []error{err})
+			continue
+		}
+		m.Platform = platform
+	}
+	for i, m := range docs {
+		if m.Platform == "" {
+			continue
+		}
+		if j, dup := seen[m.Platform]; dup {
+			p.addAll(wheres[i], []error{fmt.Errorf("attestation variant %q of csp %q already appears in list[%d]", entryVariants[i], csps[i], entries[j])})
+		}
+		seen[m.Platform] = i
 	}
 	if err := p.err(); err != nil {
 		return nil, err
@@ -337,6 +369,17 @@ func releaseFromTree(v *value) ([]*Measurements, error) {
 		}
 	}
 	return docs, nil
+}
+
+// ReleasePlatform is the platform of a release list entry whose
+// attestation variant other providers' entries share: the variant, then the
+// provider in lower case, as in qemu-vtpm-openstack.
+func ReleasePlatform(variant, csp string) (string, error) {
+	platform := variant + "-" + strings.ToLower(csp)
+	if err := ValidatePlatform(platform); err != nil {
+		return "", fmt.Errorf("csp %q: %w", csp, err)
+	}
+	return platform, nil
 }
 
 // DefaultCloudPlatforms maps the cloud names of the per-cloud measurements

@@ -5,8 +5,9 @@
 # verifies three simulated nodes, one of which booted a modified kernel.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
-make -s build build-sim
+build_binaries
 BIN=$PWD/bin
 # The simulated nodes and the reading step need the TPM simulator build.
 SIMBIN=$PWD/bin/sim
@@ -19,13 +20,6 @@ cleanup() {
 	rm -rf "$WORK"
 }
 trap cleanup EXIT INT TERM
-
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
-wait_file() {
-	for _ in $(seq 1 200); do [ -s "$1" ] && return 0; sleep 0.05; done
-	echo "timed out waiting for $1" >&2; return 1
-}
 
 cd "$WORK"
 # Demo keys only; a real deployment keeps root and targets keys offline.

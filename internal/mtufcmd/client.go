@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -41,7 +42,7 @@ func newClientCmd(g *globals) *cobra.Command {
 		}
 		return client.DefaultStateDir()
 	}
-	c.AddCommand(newClientInitCmd(g, stateDir), newClientUpdateCmd(g, stateDir), newClientListCmd(g, stateDir), newClientVerifyCmd(g, stateDir))
+	c.AddCommand(newClientInitCmd(g, stateDir), newClientUpdateCmd(g, stateDir), newClientListCmd(g, stateDir), newClientVerifyCmd(g, stateDir), newClientDiffCmd(g, stateDir))
 	return c
 }
 
@@ -98,11 +99,12 @@ release binaries), then every later root is verified by the one before.`,
 }
 
 func newClientUpdateCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
-	var image, platform string
+	var images, drop []string
+	var platform string
 	var self bool
 	c := &cobra.Command{
-		Use:   "update --image V --platform P",
-		Short: "Fetch the trusted measurements of an image version through TUF",
+		Use:   "update --image V [--image V2] --platform P | --drop-image V",
+		Short: "Fetch the trusted measurements of image versions through TUF",
 		Long: `Refresh the TUF metadata (root, timestamp, snapshot, targets, following the
 TUF client workflow), download the measurements of the image on the
 platform, check them against their signed length and hashes, and record
@@ -111,25 +113,44 @@ When the repository publishes an in-toto layout (supplychain/root.layout,
 signed into the top-level targets), the measurements must also come with
 links that verify against it; without a layout, a warning on standard
 error says that the measurements are trusted on their TUF signature alone.
-Nothing is changed when any check fails.`,
+Nothing is changed when any check fails.
+
+The images given replace every image trusted before. Give --image more than
+once to trust several at once, as a cluster in the middle of a rolling
+upgrade runs two versions: 'mtuf client verify' then trusts a node that
+matches any of them and says which. --drop-image V stops trusting one of
+them once the upgrade is over, without network.`,
 		Example: `  mtuf client update --image v1.0.0 --platform qemu-vtpm
+  mtuf client update --image v1.0.0 --image v1.1.0 --platform qemu-vtpm   # during a rolling upgrade
+  mtuf client update --drop-image v1.0.0                                    # once it is over
   mtuf client update --self     # replace this binary with the newest release`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if self {
-				if image != "" || platform != "" {
-					return usageErr("--self updates the binary only; run it apart from --image/--platform")
+				if len(images) > 0 || platform != "" || len(drop) > 0 {
+					return usageErr("--self updates the binary only; run it apart from --image/--platform/--drop-image")
 				}
 				return runSelfUpdate(cmd.Context(), g, stateDir)
 			}
-			if image == "" || platform == "" {
+			if len(drop) > 0 {
+				if len(images) > 0 || platform != "" {
+					return usageErr("--drop-image only drops; run it apart from --image/--platform")
+				}
+				return runDropImages(cmd.Context(), g, stateDir, drop)
+			}
+			if len(images) == 0 || platform == "" {
 				return usageErr("--image V and --platform P are required")
 			}
 			cl, err := openClient(stateDir)
 			if err != nil {
 				return err
 			}
-			m, err := cl.Update(cmd.Context(), image, platform)
+			for i, im := range images {
+				if slices.Contains(images[:i], im) {
+					return usageErr("--image %s is given twice", im)
+				}
+			}
+			ms, err := cl.UpdateImages(cmd.Context(), images, platform)
 			if err != nil {
 				return err
 			}
@@ -137,17 +158,47 @@ Nothing is changed when any check fails.`,
 				return err
 			}
 			if g.json() {
-				return g.printJSON(m)
+				// One image prints its document, as before several could be
+				// trusted at once.
+				if len(ms) == 1 {
+					return g.printJSON(ms[0])
+				}
+				return g.printJSON(ms)
 			}
-			fmt.Fprintf(g.stdout, "trusted measurements for image %s on %s: %d PCRs (%s)\n", m.Image, m.Platform, len(m.PCRs), m.Hash)
+			for _, m := range ms {
+				fmt.Fprintf(g.stdout, "trusted measurements for image %s on %s: %d PCRs (%s)\n", m.Image, m.Platform, len(m.PCRs), m.Hash)
+			}
 			return nil
 		},
 	}
-	c.Flags().StringVar(&image, "image", "", "image `VERSION`")
+	c.Flags().StringArrayVar(&images, "image", nil, "image `VERSION` (repeat to trust several at once)")
 	c.Flags().StringVar(&platform, "platform", "", "attestation `PLATFORM`")
+	c.Flags().StringArrayVar(&drop, "drop-image", nil, "stop trusting image `VERSION` (repeat for several)")
 	c.Flags().BoolVar(&self, "self", false, "update this mtuf binary to the newest release for this OS and architecture")
 	addOutputFlag(c, g)
 	return c
+}
+
+// runDropImages stops trusting the images drop, one after the other.
+func runDropImages(ctx context.Context, g *globals, stateDir func() (string, error), drop []string) error {
+	cl, err := openClient(stateDir)
+	if err != nil {
+		return err
+	}
+	for _, im := range drop {
+		if err := cl.DropImage(ctx, im); err != nil {
+			return usageErr("--drop-image: %v", err)
+		}
+	}
+	var left []string
+	for _, ti := range cl.Config().Images {
+		left = append(left, ti.Image)
+	}
+	if g.json() {
+		return g.printJSON(map[string][]string{"dropped": drop, "trusted": left})
+	}
+	fmt.Fprintf(g.stdout, "dropped image %s; trusted: %s\n", strings.Join(drop, ", "), strings.Join(left, ", "))
+	return nil
 }
 
 func newClientListCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
@@ -328,8 +379,15 @@ func runClientVerify(ctx context.Context, g *globals, stateDir func() (string, e
 	if err != nil {
 		return err
 	}
-	if p.Measurements, err = currentMeasurements(ctx, cl, o.update); err != nil {
+	images, err := currentImages(ctx, cl, o.update)
+	if err != nil {
 		return err
+	}
+	// The last image updated is the reference the report compares a node
+	// that matches none with, and the one --reference-log is of.
+	p.Measurements = images[len(images)-1].Measurements
+	for _, ti := range images[:len(images)-1] {
+		p.Alternatives = append(p.Alternatives, ti.Measurements)
 	}
 	vo := attest.Options{Timeout: o.timeout, Concurrency: o.concurrency}
 	var logger *slog.Logger
@@ -363,22 +421,22 @@ func runClientVerify(ctx context.Context, g *globals, stateDir func() (string, e
 	return nil
 }
 
-// currentMeasurements returns the client's trusted measurements once the
-// TUF metadata they were verified under is known to be unexpired, after an
+// currentImages returns the client's trusted images once the TUF
+// metadata they were verified under is known to be unexpired, after an
 // update when asked for one. Stale measurements fail the command: no node
 // is asked.
-func currentMeasurements(ctx context.Context, cl *client.Client, update bool) (*metadata.Measurements, error) {
-	if cl.Config().Measurements == nil {
+func currentImages(ctx context.Context, cl *client.Client, update bool) ([]client.TrustedImage, error) {
+	if len(cl.Config().Images) == 0 {
 		return nil, usageErr("no trusted measurements yet: run 'mtuf client update --image V --platform P' first")
 	}
 	if update {
-		return cl.UpdateCurrent(ctx)
+		return cl.UpdateCurrentImages(ctx)
 	}
-	m, err := cl.Current(ctx)
+	images, err := cl.CurrentImages(ctx)
 	if errors.Is(err, client.ErrStale) {
 		return nil, fmt.Errorf("%w (or verify with --update)", err)
 	}
-	return m, err
+	return images, err
 }
 
 // maxReferenceLog bounds a reference event log: the agent protocol bounds a
@@ -497,17 +555,36 @@ func readNodesFile(path string) ([]nodeLine, error) {
 }
 
 func printReport(g *globals, rep *attest.Report) {
-	fmt.Fprintf(g.stdout, "image %s on %s (%s bank)", rep.Image, rep.Platform, rep.Hash)
+	several := len(rep.Alternatives) > 0
+	if several {
+		// The last image updated first, as the report compares with it.
+		fmt.Fprintf(g.stdout, "images %s on %s (%s bank)", strings.Join(append([]string{rep.Image}, rep.Alternatives...), ", "), rep.Platform, rep.Hash)
+	} else {
+		fmt.Fprintf(g.stdout, "image %s on %s (%s bank)", rep.Image, rep.Platform, rep.Hash)
+	}
 	if rep.ClusterID != "" {
 		fmt.Fprintf(g.stdout, ", cluster ID %s", rep.ClusterID)
 	}
 	fmt.Fprint(g.stdout, "\n\n")
 	tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATUS\tDETAIL")
+	if several {
+		fmt.Fprintln(tw, "NODE\tSTATUS\tIMAGE\tDETAIL")
+	} else {
+		fmt.Fprintln(tw, "NODE\tSTATUS\tDETAIL")
+	}
 	for _, n := range rep.Nodes {
 		detail := n.Reason
 		if detail == "" && n.AKTrust != "" {
 			detail = "AK " + n.AKTrust
+		}
+		if several {
+			// Only a trusted node matched an image.
+			image := "-"
+			if n.Status == attest.Trusted || n.Status == attest.TrustedWithWarnings {
+				image = n.Image
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", n.Node, n.Status, image, detail)
+			continue
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Node, n.Status, detail)
 	}
@@ -545,4 +622,85 @@ func printReport(g *globals, rep *attest.Report) {
 		fmt.Fprintf(g.stdout, ", %d refused, %d unreachable", r, u)
 	}
 	fmt.Fprintln(g.stdout)
+}
+
+func newClientDiffCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
+	var images []string
+	var platform string
+	c := &cobra.Command{
+		Use:   "diff --image FROM --image TO [--platform P]",
+		Short: "Show which PCRs changed between two image versions",
+		Long: `Fetch the measurements of two image versions through TUF, verified as
+'mtuf client update' verifies them but without trusting them, and list the
+PCRs whose reference value or enforcement changed from the first to the
+second, and those only one of them holds. The platform defaults to that of
+the last update.`,
+		Example: `  mtuf client diff --image v1.0.0 --image v1.1.0 --platform qemu-vtpm`,
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(images) != 2 {
+				return usageErr("give two image versions: --image FROM --image TO")
+			}
+			cl, err := openClient(stateDir)
+			if err != nil {
+				return err
+			}
+			if platform == "" {
+				if platform = cl.Config().Platform; platform == "" {
+					return usageErr("no platform: give --platform P (no update has named one yet)")
+				}
+			}
+			from, err := cl.Fetch(cmd.Context(), images[0], platform)
+			if err != nil {
+				return err
+			}
+			to, err := cl.Fetch(cmd.Context(), images[1], platform)
+			if err != nil {
+				return err
+			}
+			changes, unchanged, err := metadata.Diff(from, to)
+			if err != nil {
+				return err
+			}
+			if g.json() {
+				if changes == nil {
+					changes = []metadata.PCRChange{}
+				}
+				if unchanged == nil {
+					unchanged = []uint32{}
+				}
+				return g.printJSON(map[string]any{
+					"from": from.Image, "to": to.Image, "platform": platform, "hash": from.Hash,
+					"changes": changes, "unchanged": unchanged,
+				})
+			}
+			printDiff(g, from, to, changes, unchanged)
+			return nil
+		},
+	}
+	c.Flags().StringArrayVar(&images, "image", nil, "image `VERSION`: the older, then the newer")
+	c.Flags().StringVar(&platform, "platform", "", "attestation `PLATFORM` (default: that of the last update)")
+	addOutputFlag(c, g)
+	return c
+}
+
+func printDiff(g *globals, from, to *metadata.Measurements, changes []metadata.PCRChange, unchanged []uint32) {
+	fmt.Fprintf(g.stdout, "image %s to %s on %s (%s bank): %d PCR(s) changed, %d unchanged\n",
+		from.Image, to.Image, from.Platform, from.Hash, len(changes), len(unchanged))
+	if len(changes) == 0 {
+		return
+	}
+	value := func(v *metadata.PCRValue) string {
+		switch {
+		case v == nil:
+			return "(none)"
+		case v.WarnOnly:
+			return v.Expected + " (warn-only)"
+		}
+		return v.Expected
+	}
+	fmt.Fprintln(g.stdout)
+	for _, c := range changes {
+		fmt.Fprintf(g.stdout, "PCR %2d %s\n  %-8s %s\n  %-8s %s\n", c.Index, c.Change, from.Image, value(c.From), to.Image, value(c.To))
+	}
 }

@@ -47,6 +47,12 @@ var fixtureKeys = []struct {
 	{"other-test", keys.ED25519},
 	{"owner-test", keys.ED25519},
 	{"releases-test", keys.ECDSAP256},
+	// Spares for the documents that TestDocs runs, whose ceremonies make
+	// more keys than the scripts.
+	{"spare-1-test", keys.ED25519},
+	{"spare-2-test", keys.ED25519},
+	{"spare-3-test", keys.ED25519},
+	{"spare-4-test", keys.ED25519},
 }
 
 // akCAKeys are the development AK CA keys of the repository's testdata,

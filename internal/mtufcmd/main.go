@@ -106,6 +106,7 @@ through TUF.`,
 		return flagError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
 	root.AddCommand(newKeysCmd(g), newRepoCmd(g), newClientCmd(g))
+	registerCompletions(root)
 	return root
 }
 

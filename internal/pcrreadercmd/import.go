@@ -38,7 +38,10 @@ DIR/<image>/<platform>/measurements.json, ready for 'mtuf repo publish':
     changes or adds one.
   - the v2 release format {"version", "ref", "stream", "list": [{"csp",
     "attestationVariant", "measurements": {...}}]}: one document per
-    attestation variant, with the release version as image.
+    entry, with the release version as image and the attestation variant as
+    platform. Where several providers share a variant (OpenStack, QEMU and
+    STACKIT all attest with qemu-vtpm), each keeps its provider:
+    qemu-vtpm-openstack, qemu-vtpm-qemu, qemu-vtpm-stackit.
   - a measurements document itself, in any layout 'mtuf repo publish'
     reads (bare digests, base64, YAML): it is written in canonical form.
 
