@@ -46,11 +46,12 @@ build:
 	$(GO) build -ldflags "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=$(VERSION)" -o bin/mtuf ./cmd/mtuf
 	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
+	$(GO) build -o bin/pcr-precalc ./tools/pcr-precalc
 	$(GO) build -o bin/tuf-conformance-client ./tools/tuf-conformance-client
 
 install: build
 	@mkdir -p $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/pcr-precalc bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
 
 # mtuf-agent and pcr-reader with the TPM simulator (--tpm sim), for demos.
 build-sim:
