@@ -43,13 +43,18 @@ import (
 
 // Event types of the TCG PC Client event log that the model produces.
 const (
-	EvSeparator                   = 0x00000004
-	EvEventTag                    = 0x00000006
-	EvIPL                         = 0x0000000d
-	EvEFIBootServicesApplication  = 0x80000003
-	EvEFIAction                   = 0x80000007
-	callingEFIApplication         = "Calling EFI Application from Boot Option"
-	maxCmdline                    = 1 << 20
+	EvSeparator                  = 0x00000004
+	EvEventTag                   = 0x00000006
+	EvIPL                        = 0x0000000d
+	EvEFIBootServicesApplication = 0x80000003
+	EvEFIAction                  = 0x80000007
+	callingEFIApplication        = "Calling EFI Application from Boot Option"
+	maxCmdline                   = 1 << 20
+	// maxZeroFill bounds how far a measured section's VirtualSize may
+	// exceed its file data. Tools that build UKIs write every byte (the
+	// excess is alignment at most); a larger gap only makes a corrupt file
+	// hash gigabytes of zeros.
+	maxZeroFill                   = 1 << 20
 	sectionLinux, sectionInitrd   = ".linux", ".initrd"
 	sectionCmdline                = ".cmdline"
 	sectionPCRSig, sectionPCRPKey = ".pcrsig", ".pcrpkey"
@@ -140,6 +145,9 @@ func UKI(r io.ReaderAt, size int64, banks ...crypto.Hash) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("UKI: %w", err)
 	}
+	if int64(linux.VirtualSize) > int64(linux.SizeOfRaw)+maxZeroFill {
+		return nil, fmt.Errorf("UKI: section .linux is %d bytes in memory but only %d in the file", linux.VirtualSize, linux.SizeOfRaw)
+	}
 	kernelData := uki.sectionData(linux)
 	kernel, err := parsePE(kernelData, int64(linux.VirtualSize))
 	if err != nil {
@@ -173,6 +181,9 @@ func UKI(r io.ReaderAt, size int64, banks ...crypto.Hash) (*Result, error) {
 		s := uki.section(name)
 		if s == nil || s.VirtualSize == 0 {
 			continue
+		}
+		if int64(s.VirtualSize) > int64(s.SizeOfRaw)+maxZeroFill {
+			return nil, fmt.Errorf("UKI: section %s is %d bytes in memory but only %d in the file: more zero fill than the %d bytes a UKI section can have", name, s.VirtualSize, s.SizeOfRaw, maxZeroFill)
 		}
 		present = append(present, s)
 		res.Sections = append(res.Sections, name)

@@ -275,14 +275,24 @@ func makeFAT(t *testing.T, uki string, bits string, sizeKiB int, sectorsPerClust
 }
 
 // makeGPT wraps a partition image into a raw disk image with a GPT that
-// marks it as the EFI System Partition, after another partition.
+// gives it partType, after another partition.
 func makeGPT(t *testing.T, part string, partType []byte) string {
 	t.Helper()
 	data, err := os.ReadFile(part)
 	if err != nil {
 		t.Fatal(err)
 	}
-	const first = 2048 // LBA of the ESP
+	out := filepath.Join(t.TempDir(), "disk.raw")
+	if err := os.WriteFile(out, gptDisk(data, partType), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// gptDisk returns a disk image holding data as its second partition, of
+// type partType, with a valid GPT (header and entry checksums).
+func gptDisk(data, partType []byte) []byte {
+	const first = 64 // LBA of the partition
 	sectors := int64(len(data)+511) / 512
 	disk := make([]byte, (first+sectors+34)*512)
 	copy(disk[first*512:], data)
@@ -290,7 +300,7 @@ func makeGPT(t *testing.T, part string, partType []byte) string {
 	linuxType := []byte{0xaf, 0x3d, 0xc6, 0x0f, 0x83, 0x84, 0x72, 0x47, 0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4}
 	copy(entries[0:], linuxType)
 	binary.LittleEndian.PutUint64(entries[32:], 40)
-	binary.LittleEndian.PutUint64(entries[40:], 1000)
+	binary.LittleEndian.PutUint64(entries[40:], 50)
 	copy(entries[128:], partType)
 	binary.LittleEndian.PutUint64(entries[128+32:], first)
 	binary.LittleEndian.PutUint64(entries[128+40:], uint64(first+sectors-1))
@@ -306,11 +316,7 @@ func makeGPT(t *testing.T, part string, partType []byte) string {
 	binary.LittleEndian.PutUint32(h[88:], crc32.ChecksumIEEE(entries))
 	binary.LittleEndian.PutUint32(h[16:], crc32.ChecksumIEEE(h))
 	disk[510], disk[511] = 0x55, 0xaa // protective MBR signature
-	out := filepath.Join(t.TempDir(), "disk.raw")
-	if err := os.WriteFile(out, disk, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return out
+	return disk
 }
 
 // TestESPAndDisk checks that a UKI gives the same PCRs however it comes:
