@@ -251,13 +251,16 @@ func UKI(r io.ReaderAt, size int64, banks ...crypto.Hash) (*Result, error) {
 	return res, nil
 }
 
-// stubCmdline returns the command line systemd-stub 252 builds from the
-// .cmdline section, and the load options it passes to the kernel: the
-// section's bytes up to the first NUL, each widened to UTF-16, control
-// characters turned into spaces (its mangle_stub_cmdline), with a NUL. The
-// stub widens bytes one by one rather than decoding UTF-8, so a byte above
-// 0x7f would be measured as a value that depends on the C compiler's char
-// signedness: such a command line is refused.
+// stubCmdline returns the command line systemd-stub builds from the
+// .cmdline section, and the load options it passes to the kernel. The
+// stub takes the section's bytes up to the first NUL, widens each to
+// UTF-16, and (its mangle_stub_cmdline, as in Debian 12's 252 stable
+// release) drops leading and trailing whitespace and control characters
+// and turns the inner ones into spaces, one for one; the load options are
+// that string as UTF-16LE with a terminating NUL. The stub widens bytes
+// one by one rather than decoding UTF-8, so a byte above 0x7f would be
+// measured as a value that depends on the C compiler's char signedness:
+// such a command line is refused.
 func stubCmdline(uki *peImage) (string, []byte, error) {
 	s := uki.section(sectionCmdline)
 	if s == nil || s.VirtualSize == 0 {
@@ -273,13 +276,23 @@ func stubCmdline(uki *peImage) (string, []byte, error) {
 	if i := strings.IndexByte(string(raw), 0); i >= 0 {
 		raw = raw[:i]
 	}
-	units := make([]uint16, 0, len(raw)+1)
-	var b strings.Builder
 	for i, c := range raw {
 		if c > 0x7f {
 			return "", nil, fmt.Errorf("UKI: .cmdline byte %d is %#x: only ASCII command lines are supported", i, c)
 		}
-		if c <= 0x1f {
+	}
+	space := func(c byte) bool { return c <= 0x20 || c == 0x7f }
+	start, end := 0, len(raw)
+	for start < end && space(raw[start]) {
+		start++
+	}
+	for end > start && space(raw[end-1]) {
+		end--
+	}
+	units := make([]uint16, 0, end-start+1)
+	var b strings.Builder
+	for _, c := range raw[start:end] {
+		if space(c) {
 			c = ' '
 		}
 		units = append(units, uint16(c))

@@ -111,7 +111,7 @@ func getFixture(t *testing.T) *ukiFixture {
 		fixtureDir = dir
 		initrd := bytes.Repeat([]byte("070701 initrd of the test "), 40000)
 		f := &ukiFixture{dir: dir, linux: stubPath}
-		f.path = buildUKI(t, dir, "console=ttyS0 mtuf.test=1\n", initrd)
+		f.path = buildUKI(t, dir, " console=ttyS0\tmtuf.test=1\n", initrd)
 		f.osrel, f.cmdline, f.initrd = filepath.Join(dir, "osrel"), filepath.Join(dir, "cmdline"), filepath.Join(dir, "initrd")
 		fixture = f
 	})
@@ -191,8 +191,8 @@ func TestEvents(t *testing.T) {
 	t.Parallel()
 	f := getFixture(t)
 	res := fileResult(t, f.path)
-	if res.Cmdline != "console=ttyS0 mtuf.test=1 " {
-		t.Errorf("command line %q: the stub turns the trailing newline into a space", res.Cmdline)
+	if res.Cmdline != "console=ttyS0 mtuf.test=1" {
+		t.Errorf("command line %q: the stub drops the trailing newline", res.Cmdline)
 	}
 	sum := func(b []byte) []byte { d := crypto.SHA256.New(); d.Write(b); return d.Sum(nil) }
 	initrd, _ := os.ReadFile(f.initrd)
@@ -202,7 +202,7 @@ func TestEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	var opts []byte
-	for _, c := range "console=ttyS0 mtuf.test=1 \x00" {
+	for _, c := range "console=ttyS0 mtuf.test=1\x00" {
 		opts = binary.LittleEndian.AppendUint16(opts, uint16(c))
 	}
 	want := map[string][]byte{
@@ -240,7 +240,7 @@ func TestDifferentImagesDiffer(t *testing.T) {
 	initrd, _ := os.ReadFile(f.initrd)
 	for name, build := range map[string]func(dir string) string{
 		"cmdline": func(dir string) string { return buildUKI(t, dir, "console=ttyS0 mtuf.test=2\n", initrd) },
-		"initrd":  func(dir string) string { return buildUKI(t, dir, "console=ttyS0 mtuf.test=1\n", append(initrd, 'x')) },
+		"initrd":  func(dir string) string { return buildUKI(t, dir, " console=ttyS0\tmtuf.test=1\n", append(initrd, 'x')) },
 	} {
 		other := fileResult(t, build(t.TempDir()))
 		a, _ := base.PCRs(crypto.SHA256)
