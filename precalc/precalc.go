@@ -92,7 +92,8 @@ type Result struct {
 }
 
 // PCRs replays the events in bank h from the PCRs' reset value (zeros) and
-// returns the PCRs the image determines: 4, 9, 11 and 12.
+// returns the PCRs the image determines: 4, 9, 11 and 12, and 7 when a
+// Secure Boot state was stated.
 func (r *Result) PCRs(h crypto.Hash) (map[uint32][]byte, error) {
 	found := false
 	for _, b := range r.Banks {
@@ -106,12 +107,26 @@ func (r *Result) PCRs(h crypto.Hash) (map[uint32][]byte, error) {
 		pcrs[idx] = make([]byte, h.Size())
 	}
 	for _, e := range r.Events {
+		if pcrs[e.PCR] == nil {
+			pcrs[e.PCR] = make([]byte, h.Size())
+		}
 		d := h.New()
 		d.Write(pcrs[e.PCR])
 		d.Write(e.Digests[h])
 		pcrs[e.PCR] = d.Sum(nil)
 	}
 	return pcrs, nil
+}
+
+// digests hashes data in every bank of r.
+func (r *Result) digests(data []byte) map[crypto.Hash][]byte {
+	m := map[crypto.Hash][]byte{}
+	for _, h := range r.Banks {
+		d := h.New()
+		d.Write(data)
+		m[h] = d.Sum(nil)
+	}
+	return m
 }
 
 // UKI precalculates the measurements of booting the UKI held in r (size
@@ -215,15 +230,7 @@ func UKI(r io.ReaderAt, size int64, banks ...crypto.Hash) (*Result, error) {
 		return nil, fmt.Errorf("UKI: reading: %w", err)
 	}
 
-	digests := func(data []byte) map[crypto.Hash][]byte {
-		m := map[crypto.Hash][]byte{}
-		for _, h := range banks {
-			d := h.New()
-			d.Write(data)
-			m[h] = d.Sum(nil)
-		}
-		return m
-	}
+	digests := res.digests
 	deref := func(m map[crypto.Hash]*[]byte) map[crypto.Hash][]byte {
 		out := map[crypto.Hash][]byte{}
 		for h, p := range m {

@@ -32,6 +32,9 @@ import (
 // StepPrecalculateMeasurements is the in-toto step of a pcr-precalc run.
 const StepPrecalculateMeasurements = "precalculate-measurements"
 
+// secureBootDisabled is the --secure-boot state whose PCR 7 is modelled.
+const secureBootDisabled = "disabled"
+
 // Main runs pcr-precalc with os.Args and returns the exit status (see
 // package cli): 0 on success, 1 when the image could not be read, 2 for a
 // bad command line.
@@ -51,6 +54,7 @@ func Main() int {
 type options struct {
 	image, version, platform, bank, out string
 	linkKey, linkDir, passwordFile      string
+	secureBoot                          string
 }
 
 func newCommand(stdout, stderr io.Writer) *cobra.Command {
@@ -62,7 +66,9 @@ func newCommand(stdout, stderr io.Writer) *cobra.Command {
 firmware, systemd-stub and the Linux EFI stub will measure when they boot it,
 without booting it: PCR 4 (the Authenticode hashes of the UKI and of its
 kernel), PCR 9 (the kernel's load options and initrd), PCR 11 (the UKI's
-sections) and PCR 12 (zero: the UKI's own command line is used). PCRs that
+sections) and PCR 12 (zero: the UKI's own command line is used); with
+--secure-boot disabled, also PCR 7 for firmware without Secure Boot keys.
+PCRs that
 the firmware alone decides are left to the platform's profile, which also
 says which of these PCRs are enforced.
 
@@ -104,6 +110,7 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
 	f.StringVar(&o.platform, "platform", "qemu-vtpm", "attestation `PLATFORM` whose profile decides which PCRs are enforced")
 	f.StringVar(&o.bank, "bank", metadata.HashSHA256, "PCR bank: sha256 or sha384")
 	f.StringVarP(&o.out, "out", "o", "-", "write the measurements document to `FILE` (- for stdout)")
+	f.StringVar(&o.secureBoot, "secure-boot", "", "also compute PCR 7 for the firmware's Secure Boot `STATE`: disabled (no keys enrolled, as OVMF's empty variable store)")
 	f.StringVar(&o.linkKey, "link-key", "", "sign the in-toto link of this run with the functionary key `FILE`")
 	f.StringVar(&o.linkDir, "link-dir", "", "write the link into `DIR` (default: next to --out)")
 	f.StringVar(&o.passwordFile, "password-file", "", "read the --link-key password from `FILE` (else $MTUF_PASSWORD, else a prompt)")
@@ -130,6 +137,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return cli.Usage(fmt.Errorf("--image: %w", err))
 		}
 		return err
+	}
+	if o.secureBoot == secureBootDisabled {
+		res.AddSecureBootDisabled()
 	}
 	values, err := res.PCRs(bank)
 	if err != nil {
@@ -165,6 +175,8 @@ func (o options) check() (*metadata.Profile, crypto.Hash, error) {
 		return nil, 0, cli.Usage(errors.New("--link-key needs --out FILE or --link-dir DIR: the link is written next to the measurements document"))
 	case o.linkKey == "" && o.linkDir != "":
 		return nil, 0, cli.Usage(errors.New("--link-dir goes with --link-key"))
+	case o.secureBoot != "" && o.secureBoot != secureBootDisabled:
+		return nil, 0, cli.Usage(fmt.Errorf("--secure-boot %q: only %q (no keys enrolled) is modelled; leave PCR 7 to a reading of a booted node otherwise", o.secureBoot, secureBootDisabled))
 	}
 	if err := metadata.ValidateImage(o.version); err != nil {
 		return nil, 0, cli.Usage(fmt.Errorf("--image-version: %w", err))

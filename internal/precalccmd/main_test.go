@@ -186,6 +186,7 @@ func TestErrors(t *testing.T) {
 		{"not an image", []string{"--image", notImage, "--image-version", "v1", "-o", out}, 1, "neither a UKI"},
 		{"truncated image", []string{"--image", truncated, "--image-version", "v1", "-o", out}, 1, "runs past the end"},
 		{"argument", []string{"extra"}, cli.ExitUsage, "unexpected argument"},
+		{"secure boot enabled", []string{"--image", uki, "--image-version", "v1", "--secure-boot", "enabled", "-o", out}, cli.ExitUsage, "only \"disabled\""},
 	} {
 		_, _, err := runCmd(t, tc.args...)
 		code, _ := cli.Code(err)
@@ -195,5 +196,30 @@ func TestErrors(t *testing.T) {
 		if _, err := os.Stat(out); err == nil {
 			t.Fatalf("%s: a document was written", tc.name)
 		}
+	}
+}
+
+// TestSecureBootDisabled checks that a stated Secure Boot state adds PCR 7,
+// warn-only as the qemu-vtpm profile says, with the value OVMF's empty
+// variable store gives (SecureBoot 0, no PK, KEK, db or dbx), which a boot
+// under QEMU with Debian's OVMF_VARS_4M.fd measured.
+func TestSecureBootDisabled(t *testing.T) {
+	t.Parallel()
+	uki := testUKI(t)
+	out := filepath.Join(t.TempDir(), "m.json")
+	if _, stderr, err := runCmd(t, "--image", uki, "--image-version", "v1", "--secure-boot", "disabled", "-o", out); err != nil {
+		t.Fatalf("pcr-precalc: %v\n%s", err, stderr)
+	}
+	data, _ := os.ReadFile(out)
+	m, err := metadata.Parse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, ok := m.PCRs[7]
+	if !ok || !p.WarnOnly {
+		t.Fatalf("PCR 7 %+v (present %v), want it warn-only", p, ok)
+	}
+	if got := hex.EncodeToString(p.Expected); got != "65caf8dd1e0ea7a6347b635d2b379c93b9a1351edc2afc3ecda700e534eb3068" {
+		t.Errorf("PCR 7 %s", got)
 	}
 }
