@@ -99,7 +99,7 @@ func Locate(r io.ReaderAt, size int64) (*io.SectionReader, string, error) {
 		}
 		return f, "ESP image (FAT), " + DefaultBootPath, nil
 	}
-	return nil, "", errors.New("neither a UKI (PE), a FAT ESP image nor a GPT disk image")
+	return nil, "", errors.New("not a boot image: neither a UKI (PE file), a FAT ESP image nor a GPT disk image; give one of those, or an ESP directory")
 }
 
 // ESPBootFile finds EFI/BOOT/BOOTX64.EFI in the ESP directory dir, matching

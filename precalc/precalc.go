@@ -19,13 +19,18 @@
 //     .linux .osrel .cmdline .initrd .splash .dtb .pcrpkey: the section's
 //     name with its NUL, then its VirtualSize bytes.
 //   - PCR 9: the Linux EFI stub (6.1) measures its load options, the command
-//     line systemd-stub hands it as UTF-16LE with a terminating NUL, then
-//     the initrd it loads through LoadFile2.
+//     line systemd-stub hands it (without outer whitespace) as UTF-16LE with
+//     a terminating NUL, then the initrd it loads through LoadFile2.
 //   - PCR 12: left at zero, since systemd-stub measures nothing there when
 //     the UKI's own .cmdline is used and no credentials are found.
 //
+// With a stated Secure Boot state (Result.AddSecureBootDisabled), PCR 7 too.
 // PCRs the firmware alone decides (0-3, 5, 6) are left to the platform's
 // profile.
+//
+// The model was checked against a boot of a UKI (Debian 12's systemd-stub
+// 252, a Debian 6.1 kernel) from a FAT ESP under QEMU with OVMF and swtpm:
+// every PCR it computes matched, in both banks.
 package precalc
 
 import (
