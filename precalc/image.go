@@ -46,7 +46,7 @@ func File(path string, banks ...crypto.Hash) (*Result, error) {
 		}
 		res, err := File(uki, banks...)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", uki, err)
+			return nil, err
 		}
 		res.Source = "ESP directory, " + rel
 		return res, nil
