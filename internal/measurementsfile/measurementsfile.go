@@ -27,9 +27,9 @@ type Output struct {
 	Functionary crypto.Signer
 	// LinkDir is the directory of the link; empty means next to Path.
 	LinkDir string
-	// Materials are the files the step read (name -> content), recorded
+	// Materials are the files the step read (name -> SHA-256), recorded
 	// in the link.
-	Materials map[string][]byte
+	Materials map[string][sha256.Size]byte
 }
 
 // Encode returns the canonical bytes of m as they are written: the
@@ -64,7 +64,7 @@ func Write(o Output, m *metadata.Measurements, stdout, stderr io.Writer) error {
 			dir = filepath.Dir(o.Path)
 		}
 		var keyID string
-		link, keyID, err = intoto.NewLink(o.Step, o.Materials, map[string][]byte{metadata.MeasurementsFile: data}, o.Functionary)
+		link, keyID, err = intoto.NewLinkMaterialDigests(o.Step, o.Materials, map[string][]byte{metadata.MeasurementsFile: data}, o.Functionary)
 		if err != nil {
 			return fmt.Errorf("--link-key: %w", err)
 		}

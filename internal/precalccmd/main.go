@@ -9,6 +9,7 @@ package precalccmd
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -149,7 +150,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var materials map[string][]byte
+	var materials map[string][sha256.Size]byte
 	if functionary != nil {
 		if materials, err = imageMaterial(o.image); err != nil {
 			return err
@@ -221,26 +222,29 @@ func document(profile *metadata.Profile, image, hash string, values map[uint32][
 
 // imageMaterial returns the image as the link records it: the file under
 // its base name, or for an ESP directory the UKI it boots under its path
-// in the ESP.
-func imageMaterial(path string) (map[string][]byte, error) {
+// in the ESP. The file is hashed as it streams: a disk image need not fit
+// in memory.
+func imageMaterial(path string) (map[string][sha256.Size]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
+	name := filepath.Base(path)
 	if fi.IsDir() {
-		uki, rel, err := precalc.ESPBootFile(path)
-		if err != nil {
+		if path, name, err = precalc.ESPBootFile(path); err != nil {
 			return nil, err
 		}
-		data, err := os.ReadFile(uki)
-		if err != nil {
-			return nil, err
-		}
-		return map[string][]byte{rel: data}, nil
 	}
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	return map[string][]byte{filepath.Base(path): data}, nil
+	defer f.Close()
+	d := sha256.New()
+	if _, err := io.Copy(d, f); err != nil {
+		return nil, fmt.Errorf("hashing %s: %w", path, err)
+	}
+	var sum [sha256.Size]byte
+	d.Sum(sum[:0])
+	return map[string][sha256.Size]byte{name: sum}, nil
 }
