@@ -19,8 +19,10 @@ LOCALKMS      := github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
 # (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
 # supply chain tools), systemd (systemd-analyze verify checks the units of
-# docs/deploy.md).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd
+# docs/deploy.md), and what pcr-precalc's tests check against: systemd-boot-efi
+# (the UKI stub, systemd-measure), pesign (Authenticode), mtools, dosfstools
+# and binutils (ESP images and UKIs built in the tests).
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd systemd-boot-efi pesign mtools dosfstools binutils
 # -shuffle=on runs tests and benchmarks in a random order, so that a test that
 # depends on another's leftovers fails; go test prints the seed ("-test.shuffle
 # N") so that a failing order can be replayed with -shuffle=N.
@@ -49,11 +51,12 @@ build:
 	$(GO) build -ldflags "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=$(VERSION)" -o bin/mtuf ./cmd/mtuf
 	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
+	$(GO) build -o bin/pcr-precalc ./tools/pcr-precalc
 	$(GO) build -o bin/tuf-conformance-client ./tools/tuf-conformance-client
 
 install: build
 	@mkdir -p $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/pcr-precalc bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
 
 # mtuf-agent and pcr-reader with the TPM simulator (--tpm sim), for demos.
 build-sim:

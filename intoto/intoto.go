@@ -315,6 +315,32 @@ func NewLink(step string, materials, products map[string][]byte, functionary cry
 	if err != nil {
 		return nil, "", fmt.Errorf("in-toto link of step %s: material %w", step, err)
 	}
+	return signLink(step, mats, products, functionary)
+}
+
+// NewLinkMaterialDigests is NewLink for materials too large to hold in
+// memory, such as a disk image: each is given by its SHA-256 digest, which
+// the caller computes while streaming the file.
+func NewLinkMaterialDigests(step string, materials map[string][sha256.Size]byte, products map[string][]byte, functionary crypto.Signer) (data []byte, keyID string, err error) {
+	if err := metadata.ValidateStep(step); err != nil {
+		return nil, "", fmt.Errorf("in-toto link: %w", err)
+	}
+	if functionary == nil {
+		return nil, "", fmt.Errorf("in-toto link of step %s: no functionary key to sign with", step)
+	}
+	mats := make(map[string]in_toto.HashObj, len(materials))
+	for name, sum := range materials {
+		if err := validateArtifactName(name); err != nil {
+			return nil, "", fmt.Errorf("in-toto link of step %s: material %w", step, err)
+		}
+		mats[name] = in_toto.HashObj{"sha256": hex.EncodeToString(sum[:])}
+	}
+	return signLink(step, mats, products, functionary)
+}
+
+// signLink hashes the products and signs the link of one performance of
+// step with the materials already hashed.
+func signLink(step string, mats map[string]in_toto.HashObj, products map[string][]byte, functionary crypto.Signer) (data []byte, keyID string, err error) {
 	prods, err := hashArtifacts(products)
 	if err != nil {
 		return nil, "", fmt.Errorf("in-toto link of step %s: product %w", step, err)
