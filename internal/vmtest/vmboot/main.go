@@ -1,8 +1,9 @@
 // Command vmboot builds a test image from Debian packages and boots it
 // under QEMU with a vTPM, for make demo-vm:
 //
-//	vmboot image --out DIR [--cmdline LINE]   build DIR/esp.img (and the UKI) from this module
-//	vmboot run --esp FILE --dir DIR --ready-file FILE [--ak-pub-out FILE]
+//	vmboot image --out DIR [--cmdline LINE] [--module DIR]   build DIR/esp.img (and the UKI)
+//	vmboot run --esp FILE --dir DIR --ready-file FILE [--ak-pub-out FILE] [--event-log-out FILE]
+//	vmboot compare PRECALC MEASURED   the table of two measurements documents; fails when they differ
 //
 // run writes the agent's HOST:PORT to the ready file once it answers and
 // keeps the VM running until it is interrupted.
@@ -10,6 +11,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/vmtest"
+	"github.com/mtuf/mtuf/metadata"
 )
 
 func main() {
@@ -46,6 +49,7 @@ func run(ctx context.Context, args []string) error {
 	case "image":
 		out := fs.String("out", "", "build the image in `DIR`")
 		cmdline := fs.String("cmdline", vmtest.DefaultCmdline, "kernel command line of the UKI")
+		module := fs.String("module", ".", "build mtuf-agent from the mtuf module in `DIR`")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -59,7 +63,7 @@ func run(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		agent, init, err := vmtest.BuildGuest(ctx, ".", *out)
+		agent, init, err := vmtest.BuildGuest(ctx, *module, *out)
 		if err != nil {
 			return err
 		}
@@ -74,6 +78,7 @@ func run(ctx context.Context, args []string) error {
 		dir := fs.String("dir", "", "keep the VM's state and console log in `DIR`")
 		ready := fs.String("ready-file", "", "write the agent's HOST:PORT to `FILE` once it answers")
 		akOut := fs.String("ak-pub-out", "", "write the agent's attestation key (PEM) to `FILE`")
+		logOut := fs.String("event-log-out", "", "write the event log the agent serves to `FILE`")
 		timeout := fs.Duration("timeout", vmtest.DefaultBootTimeout, "time allowed for the boot")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -95,6 +100,11 @@ func run(ctx context.Context, args []string) error {
 				return err
 			}
 		}
+		if *logOut != "" {
+			if err := fetchEventLog(ctx, vm.Agent, *logOut); err != nil {
+				return err
+			}
+		}
 		if *ready != "" {
 			if err := os.WriteFile(*ready, []byte(vm.Agent+"\n"), 0o644); err != nil {
 				return err
@@ -103,9 +113,48 @@ func run(ctx context.Context, args []string) error {
 		}
 		<-ctx.Done()
 		return nil
+	case "compare":
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if fs.NArg() != 2 {
+			return errors.New("usage: vmboot compare PRECALC MEASURED")
+		}
+		var docs [2]*metadata.Measurements
+		for i, name := range fs.Args() {
+			data, err := os.ReadFile(name)
+			if err != nil {
+				return err
+			}
+			if docs[i], err = metadata.Parse(data); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+		}
+		table, err := vmtest.ComparePCRs(docs[0], docs[1])
+		fmt.Print(table)
+		return err
 	default:
-		return fmt.Errorf("unknown subcommand %q: want image or run", args[0])
+		return fmt.Errorf("unknown subcommand %q: want image, run or compare", args[0])
 	}
+}
+
+// fetchEventLog writes the firmware's event log that the agent serves with
+// its attestations: the reference log of the release image's boot.
+func fetchEventLog(ctx context.Context, addr, out string) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	nonce := make([]byte, 32)
+	if _, err := rand.Read(nonce); err != nil {
+		return err
+	}
+	att, err := agentapi.Fetch(ctx, http.DefaultClient, "http://"+addr, nonce)
+	if err != nil {
+		return err
+	}
+	if len(att.GetEventLog()) == 0 {
+		return fmt.Errorf("agent %s serves no event log", addr)
+	}
+	return os.WriteFile(out, att.GetEventLog(), 0o644)
 }
 
 // fetchAK writes the agent's AK public key as it serves it: the demo pins
