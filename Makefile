@@ -18,11 +18,11 @@ VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
 # (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
 # supply chain tools).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
-# What the measured-boot tests and make demo-vm build and boot images with:
-# QEMU, OVMF, systemd's UKI stub, objcopy, mkfs.vfat and mtools. The Debian
-# kernel they boot is downloaded with apt-get download and cached.
-VM_APT_PACKAGES := qemu-system-x86 ovmf systemd-boot-efi binutils dosfstools mtools
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd-boot-efi pesign mtools dosfstools binutils systemd
+# What the measured-boot tests and make demo-vm boot images with: QEMU and
+# OVMF (the image tools are above). The Debian kernel they boot is
+# downloaded with apt-get download and cached.
+VM_APT_PACKAGES := qemu-system-x86 ovmf
 # -shuffle=on runs tests and benchmarks in a random order, so that a test that
 # depends on another's leftovers fails; go test prints the seed ("-test.shuffle
 # N") so that a failing order can be replayed with -shuffle=N.
@@ -51,11 +51,12 @@ build:
 	$(GO) build -ldflags "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=$(VERSION)" -o bin/mtuf ./cmd/mtuf
 	$(GO) build -o bin/mtuf-agent ./cmd/mtuf-agent
 	$(GO) build -o bin/pcr-reader ./tools/pcr-reader
+	$(GO) build -o bin/pcr-precalc ./tools/pcr-precalc
 	$(GO) build -o bin/tuf-conformance-client ./tools/tuf-conformance-client
 
 install: build
 	@mkdir -p $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
+	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/pcr-precalc bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
 
 # mtuf-agent and pcr-reader with the TPM simulator (--tpm sim), for demos.
 build-sim:

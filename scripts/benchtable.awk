@@ -1,5 +1,6 @@
-# Turns 'go test -bench' output of the repository benchmarks into a
-# markdown table: mtuf's hash bins against one flat targets.json.
+# Turns 'go test -bench' output of the repository benchmarks into
+# markdown tables: mtuf's hash bins against one flat targets.json, and
+# pcr-precalc against sha256sum of the same image.
 function metric(line, unit,    i, n, f) {
 	n = split(line, f, /[ \t]+/)
 	for (i = 2; i <= n; i++) if (f[i] == unit) return f[i-1]
@@ -22,7 +23,18 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 	byt[kind, layout, n] = metric($0, "bytes-fetched")
 	tim[kind, layout, n] = metric($0, "ns/op")
 }
+/^BenchmarkPrecalc\// {
+	split($1, p, "/"); sub(/-[0-9]+$/, "", p[2])
+	pre[p[2]] = metric($0, "ns/op"); preorder[++npre] = p[2]
+}
 END {
+	if (npre > 0 && pre["sha256sum"] != "") {
+		print "| 256 MiB UKI | time | vs sha256sum of the file |"
+		print "|---|---:|---:|"
+		for (i = 1; i <= npre; i++)
+			printf "| %s | %s | %.2fx |\n", preorder[i], ms(pre[preorder[i]]), pre[preorder[i]] / pre["sha256sum"]
+		print ""
+	}
 	if (length(sizes) == 0) exit
 	print "| targets | layout | publish one | fresh client: requests | fresh client: bytes | no-op refresh: requests | no-op refresh: bytes | warm client: time |"
 	print "|---:|---|---:|---:|---:|---:|---:|---:|"

@@ -32,6 +32,8 @@ targets="
 ./metadata FuzzParseProfile
 ./metadata FuzzParseCustom
 ./metadata FuzzParseTarget
+./precalc FuzzUKI
+./precalc FuzzLocate
 ./repo FuzzStorageURL
 "
 

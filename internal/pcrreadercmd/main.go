@@ -10,15 +10,12 @@ import (
 	"context"
 	"crypto"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -31,7 +28,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agentapi"
 	"github.com/mtuf/mtuf/internal/cli"
-	"github.com/mtuf/mtuf/internal/safefile"
+	"github.com/mtuf/mtuf/internal/measurementsfile"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/intoto"
 	"github.com/mtuf/mtuf/keys"
@@ -147,16 +144,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return cli.Usage(err)
 	}
-	data, err := m.Marshal()
-	if err != nil {
-		return err
-	}
-	data = append(data, '\n')
-	if o.out == "-" {
-		_, err = stdout.Write(data)
-		return err
-	}
-	return writeMeasurements(o, m, data, functionary, stdout)
+	return measurementsfile.Write(measurementsfile.Output{
+		Path:        o.out,
+		Step:        intoto.StepReadMeasurements,
+		Functionary: functionary,
+	}, m, stdout, stderr)
 }
 
 // check checks the flags before any key or TPM is touched, and returns
@@ -186,62 +178,6 @@ func (o options) check() (*metadata.Profile, crypto.Hash, error) {
 		return nil, 0, cli.Usage(fmt.Errorf("--bank: %w", err))
 	}
 	return profile, bank, nil
-}
-
-// writeMeasurements writes the measurements document m, encoded as data,
-// to --out, and the link of this run next to it when functionary signs
-// one. The link is signed before anything is written.
-func writeMeasurements(o options, m *metadata.Measurements, data []byte, functionary crypto.Signer, stdout io.Writer) error {
-	var link []byte
-	var linkPath string
-	var err error
-	if functionary != nil {
-		if link, linkPath, err = readLink(data, o.out, functionary); err != nil {
-			return err
-		}
-	}
-	if err := safefile.WriteFile(o.out, data, 0o644); err != nil {
-		return err
-	}
-	warn := 0
-	for _, p := range m.PCRs {
-		if p.WarnOnly {
-			warn++
-		}
-	}
-	fmt.Fprintf(stdout, "wrote %s: image %s on %s, %d PCRs of the %s bank (%d enforced, %d warn-only)\n",
-		o.out, o.image, o.platform, len(m.PCRs), o.bank, len(m.PCRs)-warn, warn)
-	if link != nil {
-		if err := safefile.WriteFile(linkPath, link, 0o644); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "wrote %s: in-toto link of step %s, product %s sha256 %s\n",
-			linkPath, intoto.StepReadMeasurements, metadata.MeasurementsFile, sha256Hex(data))
-	}
-	return nil
-}
-
-// readLink signs the in-toto link of this run: step read-measurements,
-// whose only product is the document, recorded under the name the layout
-// expects (measurements.json) whatever --out is called. The PCRs come from
-// a TPM, not from files, so the link records no material. It returns the
-// link and the path next to out where in-toto tools look for it.
-func readLink(doc []byte, out string, functionary crypto.Signer) ([]byte, string, error) {
-	link, keyID, err := intoto.NewLink(intoto.StepReadMeasurements, nil,
-		map[string][]byte{metadata.MeasurementsFile: doc}, functionary)
-	if err != nil {
-		return nil, "", fmt.Errorf("--link-key: %w", err)
-	}
-	name, err := metadata.LinkFileName(intoto.StepReadMeasurements, keyID)
-	if err != nil {
-		return nil, "", err
-	}
-	return link, filepath.Join(filepath.Dir(out), name), nil
-}
-
-func sha256Hex(data []byte) string {
-	sum := sha256.Sum256(data)
-	return hex.EncodeToString(sum[:])
 }
 
 func readTPM(o options, bank crypto.Hash) (map[uint32][]byte, error) {
