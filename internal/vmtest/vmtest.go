@@ -90,8 +90,8 @@ type Kernel struct {
 	Modules []string
 }
 
-// DefaultKernelPackage is the kernel that linux-image-amd64 depends on
-// unless $MTUF_VM_KERNEL_PACKAGE names one.
+// kernelMetaPackage depends on the current kernel package, which is booted
+// unless $MTUF_VM_KERNEL_PACKAGE names another.
 const kernelMetaPackage = "linux-image-amd64"
 
 // nicModule is the driver of the NIC the guest gets (QEMU's e1000): a

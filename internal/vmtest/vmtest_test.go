@@ -56,13 +56,15 @@ func TestBuildImageReproducible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	agent, init, err := BuildGuest(ctx, root, t.TempDir())
-	if err != nil {
-		t.Fatal(err)
+	// The builder copies the guest's programs into the initramfs as they
+	// are: fixed bytes stand in for them here, so that the test needs no
+	// build of mtuf-agent.
+	guest := t.TempDir()
+	agent, init := filepath.Join(guest, "mtuf-agent"), filepath.Join(guest, "vminit")
+	for _, p := range []string{agent, init} {
+		if err := os.WriteFile(p, []byte("#!/bin/false\n"+p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	const cmdline = "console=ttyS0 mtuf.test=reproducible"
 	var esps [2][]byte
