@@ -3,6 +3,7 @@
 #   make build   the release binaries (no TPM simulator; see build-sim)
 #   make install the release binaries into $(PREFIX)/bin (default ~/.local/bin)
 #   make demo    the whole story on this machine, with simulated TPMs
+#   make demo-vm the story on real measured boots (QEMU, OVMF, swtpm)
 #   make test    everything the tests need, then every test
 #   make bench   benchmarks with baselines
 #   make fuzz    every fuzz target for FUZZTIME each (default 30s)
@@ -23,6 +24,10 @@ LOCALKMS      := github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab
 # (the UKI stub, systemd-measure), pesign (Authenticode), mtools, dosfstools
 # and binutils (ESP images and UKIs built in the tests).
 APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd systemd-boot-efi pesign mtools dosfstools binutils
+# What the measured-boot tests and make demo-vm boot images with: QEMU and
+# OVMF (the image tools are above). The Debian kernel they boot is
+# downloaded with apt-get download and cached.
+VM_APT_PACKAGES := qemu-system-x86 ovmf
 # -shuffle=on runs tests and benchmarks in a random order, so that a test that
 # depends on another's leftovers fails; go test prints the seed ("-test.shuffle
 # N") so that a failing order can be replayed with -shuffle=N.
@@ -39,7 +44,7 @@ export PATH := $(TOOLS):$(PATH)
 # root; PREFIX=/usr/local installs for every user.
 PREFIX        ?= $(HOME)/.local
 
-.PHONY: all build build-sim install test test-deps tools apt demo bench fuzz lint clean
+.PHONY: all build build-sim install test test-deps tools apt demo demo-vm bench fuzz lint clean
 
 all: build
 
@@ -73,7 +78,7 @@ test-deps: apt tools
 # Debian packages, installed when running as root (as CI does). Without
 # root, tests that need them skip, unless CI=true, where they fail.
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(VM_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then \
 		echo "installing$$missing"; \
@@ -99,6 +104,11 @@ $(TOOLS)/local-kms:
 
 demo:
 	./scripts/demo.sh
+
+# The story on a real measured boot: images built from Debian packages,
+# booted under QEMU with OVMF and a swtpm vTPM.
+demo-vm: apt
+	./scripts/demo-vm.sh
 
 bench:
 	./scripts/bench.sh

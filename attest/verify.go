@@ -515,8 +515,17 @@ func (v *Verifier) replayEventLog(raw []byte, pcrs map[uint32][]byte) (*replayed
 			fmt.Errorf("event log does not replay against the quoted %s PCRs: PCR %s (the log was altered, or is not the log of this boot)", v.m.Hash, joinIndices(notReplayed))
 	}
 	// A PCR that the log has no event for replays to its reset value; if
-	// the quote says otherwise, the log does not explain it.
-	if unexplained := log.unexplained(pcrs); len(unexplained) > 0 {
+	// the quote says otherwise, the log does not explain it. Only the PCRs
+	// the reference measurements hold need explaining: others are not
+	// compared, and some are explained by other logs than the firmware's
+	// (PCR 10 by the kernel's IMA log).
+	referenced := make(map[uint32][]byte, len(v.m.PCRs))
+	for idx := range v.m.PCRs {
+		if d, ok := pcrs[idx]; ok {
+			referenced[idx] = d
+		}
+	}
+	if unexplained := log.unexplained(referenced); len(unexplained) > 0 {
 		return nil, &EventLogResult{Replayed: false, NotReplayed: unexplained},
 			fmt.Errorf("event log has no event for PCR %s, whose quoted %s value is not a reset value: the log leaves it unexplained (events were dropped, or it is not the log of this boot)", joinIndices(unexplained), v.m.Hash)
 	}

@@ -630,6 +630,26 @@ func TestVerifyEventLog(t *testing.T) {
 		}
 	})
 
+	t.Run("PCR outside the reference explained by another log", func(t *testing.T) {
+		// The kernel's IMA extends PCR 10 and logs it in its own log, not
+		// the firmware's: the reference holds no PCR 10, so its value
+		// needs no explaining, and the node is trusted.
+		n := startNode(t, nodeSpec{chain: bootV1, extra: []tpm.BootEvent{{PCR: 10, Type: tcg.Ipl, Description: "IMA boot_aggregate", Data: []byte("boot_aggregate")}}, log: refLog})
+		defer n.close()
+		if bytes.Equal(n.pcrs[10], make([]byte, 32)) {
+			t.Fatal("PCR 10 was not extended")
+		}
+		r := verifyOne(t, n.addr(), attest.Policy{Measurements: ref, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{})
+		if r.Status != attest.Trusted {
+			t.Fatalf("%s", r)
+		}
+		// Once the reference holds PCR 10, the firmware's log must explain it.
+		withIMA := referenceOf(refPCRs)
+		withIMA.PCRs[10] = metadata.PCR{Expected: n.pcrs[10]}
+		expectRefused(t, verifyOne(t, n.addr(), attest.Policy{Measurements: withIMA, TrustedAKs: []crypto.PublicKey{n.ak}}, attest.Options{}),
+			attest.CheckEventLog, "no event for PCR 10", "unexplained")
+	})
+
 	t.Run("event data that does not hash to its digest", func(t *testing.T) {
 		// EV_EFI_ACTION's digest is the hash of its data: an attacker who
 		// rewrites the data keeps the log replaying, and must not have
