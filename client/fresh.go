@@ -187,7 +187,7 @@ func (c *Client) findLocalTarget(tm *trustedmetadata.TrustedMetadata, name strin
 	if _, err := tm.UpdateSnapshot(data, true); err != nil {
 		return nil, err
 	}
-	ti, err := walkDelegations(tm.Targets, name, func(role, parent string) (*tuf.Metadata[tuf.TargetsType], error) {
+	ti, err := walkDelegations(tm.Targets, name, nil, func(role, parent string) (*tuf.Metadata[tuf.TargetsType], error) {
 		data, err := read(role)
 		if err != nil {
 			return nil, err

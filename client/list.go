@@ -62,7 +62,8 @@ func (c *Client) loadAllMeasurementsBins(ctx context.Context) (map[string]*tuf.T
 // an entry that a lookup would not end on, or would refuse, is not on
 // offer.
 func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.TargetFiles, error) {
-	if _, err := LookupTarget(up, sample); err != nil && !isNotFound(err) {
+	lookup := NewLookup(up)
+	if _, err := lookup.Target(sample); err != nil && !isNotFound(err) {
 		return nil, explain(err)
 	}
 	trusted := up.GetTrustedMetadataSet()
@@ -93,7 +94,7 @@ func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.TargetFile
 			if _, ok := trusted.Targets[bin]; ok {
 				continue
 			}
-			if _, err := LookupTarget(up, probe); err != nil && !isNotFound(err) {
+			if _, err := lookup.Target(probe); err != nil && !isNotFound(err) {
 				return nil, explain(err)
 			}
 		}
@@ -109,7 +110,7 @@ func loadAllBins(up *updater.Updater, sample string) (map[string]*tuf.TargetFile
 	}
 	out := map[string]*tuf.TargetFiles{}
 	for name := range names {
-		ti, err := LookupTarget(up, name)
+		ti, err := lookup.Target(name)
 		if err != nil && !isNotFound(err) {
 			return nil, explain(err)
 		}

@@ -31,15 +31,42 @@ var errNotListed = errors.New("not listed")
 // TUF conformance adapter is one) use it instead of GetTargetInfo. A
 // target no role lists gives go-tuf's "target ... not found" error.
 func LookupTarget(up *updater.Updater, name string) (*tuf.TargetFiles, error) {
-	ti, err := up.GetTargetInfo(name)
+	return NewLookup(up).Target(name)
+}
+
+// Lookup looks targets up as LookupTarget does, and remembers which
+// delegations it has verified, so that many lookups with one updater (a
+// listing of every target) check each delegation once. Like the updater,
+// it is not safe for concurrent use.
+type Lookup struct {
+	up       *updater.Updater
+	verified map[delegation]bool
+}
+
+// delegation is a role as its delegator holds it. The updater never
+// replaces a role it has loaded, so a pair of the same metadata, once
+// verified, stays verified; a role loaded anew is a new pair.
+type delegation struct {
+	parent, role *tuf.Metadata[tuf.TargetsType]
+	name         string
+}
+
+// NewLookup returns a Lookup over up.
+func NewLookup(up *updater.Updater) *Lookup {
+	return &Lookup{up: up, verified: map[delegation]bool{}}
+}
+
+// Target returns the signed description of target name; see LookupTarget.
+func (l *Lookup) Target(name string) (*tuf.TargetFiles, error) {
+	ti, err := l.up.GetTargetInfo(name)
 	if err != nil && !isNotFound(err) {
 		return nil, err
 	}
 	notFound := err
 	// go-tuf's walk loaded every role it visited; the same walk over
 	// them, in the same order, checks each against its delegator here.
-	trusted := up.GetTrustedMetadataSet()
-	found, werr := walkDelegations(trusted.Targets, name, func(role, parent string) (*tuf.Metadata[tuf.TargetsType], error) {
+	trusted := l.up.GetTrustedMetadataSet()
+	found, werr := walkDelegations(trusted.Targets, name, l.verified, func(role, parent string) (*tuf.Metadata[tuf.TargetsType], error) {
 		return nil, fmt.Errorf("role %s, delegated by %s on the path of target %s, was not loaded", role, parent, name)
 	})
 	switch {
@@ -58,8 +85,10 @@ func LookupTarget(up *updater.Updater, name string) (*tuf.TargetFiles, error) {
 // targets-type roles in trusted: it returns the first role's entry for
 // name, or errNotListed. A role not in trusted is loaded with load, which
 // must verify it against parent; a role already in trusted, loaded before
-// through any delegator, is verified against the one on this walk.
-func walkDelegations(trusted map[string]*tuf.Metadata[tuf.TargetsType], name string,
+// through any delegator, is verified against the one on this walk, unless
+// verified records that pair as verified already (a nil verified records
+// nothing).
+func walkDelegations(trusted map[string]*tuf.Metadata[tuf.TargetsType], name string, verified map[delegation]bool,
 	load func(role, parent string) (*tuf.Metadata[tuf.TargetsType], error)) (*tuf.TargetFiles, error) {
 	type step struct{ role, parent string }
 	stack := []step{{tuf.TARGETS, tuf.ROOT}}
@@ -81,8 +110,14 @@ func walkDelegations(trusted map[string]*tuf.Metadata[tuf.TargetsType], name str
 			if parent == nil {
 				return nil, fmt.Errorf("role %s: its delegator %s is not trusted", s.role, s.parent)
 			}
-			if err := parent.VerifyDelegate(s.role, md); err != nil {
-				return nil, fmt.Errorf("role %s as delegated by %s: %w", s.role, s.parent, err)
+			d := delegation{parent, md, s.role}
+			if !verified[d] {
+				if err := parent.VerifyDelegate(s.role, md); err != nil {
+					return nil, fmt.Errorf("role %s as delegated by %s: %w", s.role, s.parent, err)
+				}
+				if verified != nil {
+					verified[d] = true
+				}
 			}
 		}
 		if ti, ok := md.Signed.Targets[name]; ok {

@@ -28,7 +28,7 @@ const (
 	sharedV2 = "measurements/v2.0.0/qemu-vtpm/measurements.json"
 )
 
-func newSharedRoleRepo(t *testing.T) *sharedRoleRepo {
+func newSharedRoleRepo(t testing.TB) *sharedRoleRepo {
 	t.Helper()
 	files := map[string][]byte{}
 	for i, name := range []string{sharedV1, sharedV2} {
@@ -47,7 +47,7 @@ func newSharedRoleRepo(t *testing.T) *sharedRoleRepo {
 
 // updater is a refreshed updater of the repository keeping its trusted
 // metadata in state.
-func (r *sharedRoleRepo) updater(t *testing.T, state string) *updater.Updater {
+func (r *sharedRoleRepo) updater(t testing.TB, state string) *updater.Updater {
 	t.Helper()
 	up, err := client.NewUpdater(context.Background(), client.UpdaterConfig{
 		MetadataURL: "file://" + filepath.Join(r.dir, "metadata"),
@@ -104,6 +104,16 @@ func TestLookupVerifiesEachPathsDelegator(t *testing.T) {
 		_, err = client.LookupTarget(r.updater(t, state), sharedV2)
 		refusedThroughB(t, err)
 	})
+	t.Run("one Lookup for both", func(t *testing.T) {
+		// What a Lookup remembers as verified is the delegation, not the
+		// role: shared verified through a is not verified through b.
+		lookup := client.NewLookup(r.updater(t, t.TempDir()))
+		if _, err := lookup.Target(sharedV1); err != nil {
+			t.Fatal(err)
+		}
+		_, err := lookup.Target(sharedV2)
+		refusedThroughB(t, err)
+	})
 	t.Run("b first", func(t *testing.T) {
 		up := r.updater(t, t.TempDir())
 		_, err := client.LookupTarget(up, sharedV2)
@@ -148,4 +158,40 @@ func TestUpdateVerifiesEachPathsDelegator(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkLookup compares a lookup through two delegations with
+// LookupTarget, and with a Lookup reused as a listing does, against
+// go-tuf's GetTargetInfo alone, the baseline, on an updater that has every
+// role on the path loaded: the cost of walking the delegations a second
+// time and checking each role against its delegator.
+func BenchmarkLookup(b *testing.B) {
+	r := newSharedRoleRepo(b)
+	up := r.updater(b, b.TempDir())
+	if _, err := client.LookupTarget(up, sharedV1); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("go-tuf", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := up.GetTargetInfo(sharedV1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("path-verified", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := client.LookupTarget(up, sharedV1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	// A listing looks every target up with one Lookup.
+	lookup := client.NewLookup(up)
+	b.Run("path-verified-listing", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := lookup.Target(sharedV1); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
