@@ -239,7 +239,15 @@ func TestAgentQuoteWithShiftedPCRValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rw.Close()
-	a, err := agent.New(agent.Config{TPM: rw})
+	chain, err := tpm.LoadBootChain(bootLog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventLog, err := tpm.Boot(rw, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := agent.New(agent.Config{TPM: rw, EventLog: eventLog})
 	if err != nil {
 		t.Fatal(err)
 	}
