@@ -78,7 +78,9 @@ func PCRArtifact(bank string, index uint32) string {
 // measurements document doc records as products: doc as
 // metadata.MeasurementsFile, and each of its PCRs as PCRArtifact, holding the
 // lowercase hex of its expected value. pcr-reader and pcr-precalc record
-// their links with it.
+// their links with it. A link records the document of one bank, the bank
+// that is published: a precalculated PCR of another bank has no
+// counterpart in the reading and is refused.
 func MeasurementsProducts(doc []byte) (map[string][]byte, error) {
 	m, err := metadata.Parse(doc)
 	if err != nil {
