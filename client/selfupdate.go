@@ -140,10 +140,9 @@ func (c *Client) streamTarget(ctx context.Context, ti *tuf.TargetFiles, dst stri
 		return fmt.Errorf("%w: target %s has no sha256 hash", ErrUntrusted, ti.Path)
 	}
 	dir, base := path.Split(ti.Path)
-	u, err := url.JoinPath(c.config.Repository, "targets", dir, fmt.Sprintf("%x.%s", []byte(want), base))
-	if err != nil {
-		return err
-	}
+	// Joined as the updater joins the URLs of metadata and targets: the
+	// path of an s3:// file comes after the URL's options.
+	u := c.config.Repository + "/targets/" + dir + fmt.Sprintf("%x.%s", []byte(want), base)
 	body, err := c.open(ctx, u)
 	if err != nil {
 		return err
@@ -230,13 +229,17 @@ func replaceBinary(tmp *os.File, dst string) error {
 	return nil
 }
 
-// open streams a repository file over http(s) or file.
+// open streams a repository file over http(s), s3 or file.
 func (c *Client) open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme == "file" {
+	switch u.Scheme {
+	case "s3":
+		body, _, _, err := s3Open(ctx, rawURL)
+		return body, err
+	case "file":
 		f, err := os.Open(u.Path)
 		if err != nil {
 			return nil, fmt.Errorf("download %s: %w", rawURL, err)
