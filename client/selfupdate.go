@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 	"golang.org/x/mod/semver"
 )
 
@@ -41,17 +42,20 @@ func (c *Client) Releases(ctx context.Context, goos, goarch string) ([]Release, 
 		return nil, err
 	}
 	defer unlock()
-	return c.releases(ctx, goos, goarch)
+	rels, _, err := c.releases(ctx, goos, goarch)
+	return rels, err
 }
 
-func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, error) {
+// releases refreshes the metadata and lists the releases on offer; it
+// returns the refreshed updater, which knows their target info.
+func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, *updater.Updater, error) {
 	up, err := c.refresh(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	roles, err := loadAllBins(up, "cli/x/x/mtuf")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []Release
 	for _, md := range roles {
@@ -64,7 +68,7 @@ func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, 
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return semver.Compare(out[i].Version, out[j].Version) > 0 })
-	return out, nil
+	return out, up, nil
 }
 
 // SelfUpdateOptions says what binary to replace and how to report.
@@ -103,7 +107,7 @@ func (c *Client) SelfUpdate(ctx context.Context, opts SelfUpdateOptions) (*Relea
 		return nil, err
 	}
 	defer unlock()
-	rels, err := c.releases(ctx, runtime.GOOS, runtime.GOARCH)
+	rels, up, err := c.releases(ctx, runtime.GOOS, runtime.GOARCH)
 	if err != nil {
 		return nil, err
 	}
@@ -113,13 +117,6 @@ func (c *Client) SelfUpdate(ctx context.Context, opts SelfUpdateOptions) (*Relea
 	rel := rels[0]
 	if semver.Compare(rel.Version, opts.Running) <= 0 {
 		return nil, fmt.Errorf("%w: the newest release for %s-%s is %s and this is %s", ErrNotNewer, runtime.GOOS, runtime.GOARCH, rel.Version, opts.Running)
-	}
-	up, err := c.updater(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := up.Refresh(); err != nil {
-		return nil, explain(err)
 	}
 	ti, err := up.GetTargetInfo(rel.Target)
 	if err != nil {

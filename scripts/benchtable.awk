@@ -1,5 +1,6 @@
-# Turns 'go test -bench' output of the repository benchmarks into a
-# markdown table: mtuf's hash bins against one flat targets.json.
+# Turns 'go test -bench' output of the repository benchmarks into markdown
+# tables: mtuf's hash bins against one flat targets.json, and a self-update
+# against curl plus sha256sum of the same release.
 function metric(line, unit,    i, n, f) {
 	n = split(line, f, /[ \t]+/)
 	for (i = 2; i <= n; i++) if (f[i] == unit) return f[i-1]
@@ -22,7 +23,19 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 	byt[kind, layout, n] = metric($0, "bytes-fetched")
 	tim[kind, layout, n] = metric($0, "ns/op")
 }
+/^BenchmarkSelfUpdateVsCurl/ {
+	selfupdate[++nself] = sprintf("| %s s (CPU %s s, peak RSS %s MiB) | %s s (CPU %s s, peak RSS %s MiB) | %s |", \
+		metric($0, "update-self-s"), metric($0, "update-self-cpu-s"), metric($0, "update-self-peak-RSS-MiB"), \
+		metric($0, "curl+sha256sum-s"), metric($0, "curl+sha256sum-cpu-s"), metric($0, "curl+sha256sum-peak-RSS-MiB"), \
+		metric($0, "time-ratio"))
+}
 END {
+	if (nself > 0) {
+		print "| mtuf client update --self | curl -o FILE, then sha256sum FILE | time ratio |"
+		print "|---:|---:|---:|"
+		for (i = 1; i <= nself; i++) print selfupdate[i]
+		print ""
+	}
 	if (length(sizes) == 0) exit
 	print "| targets | layout | publish one | fresh client: requests | fresh client: bytes | no-op refresh: requests | no-op refresh: bytes | warm client: time |"
 	print "|---:|---|---:|---:|---:|---:|---:|---:|"
