@@ -57,5 +57,5 @@ if [ "$target_os/$target_arch" = "$host_os/$host_arch" ]; then
 else
 	GOOS=$target_os GOARCH=$target_arch $GO build -ldflags "$ldflags" -o "$OUT" ./cmd/mtuf
 fi
-echo "built $OUT: mtuf $VERSION for $target_os-$target_arch, trusting $REPO from:"
+echo "built $OUT: mtuf $VERSION for $target_os-$target_arch, repository $REPO"
 sed -n 's/^/  /; 2,$p' "$tmp/init.out"
