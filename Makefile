@@ -2,6 +2,8 @@
 #
 #   make build   the release binaries (no TPM simulator; see build-sim)
 #   make install the release binaries into $(PREFIX)/bin (default ~/.local/bin)
+#   make release ROOT=FILE REPO=URL VERSION=vX.Y.Z
+#                bin/mtuf trusting that repository on first use
 #   make demo    the whole story on this machine, with simulated TPMs
 #   make demo-vm the story on real measured boots (QEMU, OVMF, swtpm)
 #   make test    everything the tests need, then every test
@@ -44,7 +46,7 @@ export PATH := $(TOOLS):$(PATH)
 # root; PREFIX=/usr/local installs for every user.
 PREFIX        ?= $(HOME)/.local
 
-.PHONY: all build build-sim install test test-deps tools apt demo demo-vm bench fuzz lint clean
+.PHONY: all build build-sim install release test test-deps tools apt demo demo-vm bench fuzz lint clean
 
 all: build
 
@@ -62,6 +64,12 @@ build:
 install: build
 	@mkdir -p $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 bin/mtuf bin/mtuf-agent bin/pcr-reader bin/pcr-precalc bin/tuf-conformance-client $(DESTDIR)$(PREFIX)/bin/
+
+# The CLI a project hands its users: the repository's initial root and URL
+# compiled in, checked before the binary is kept (scripts/release.sh).
+# GOOS and GOARCH build it for another platform.
+release:
+	ROOT="$(ROOT)" REPO="$(REPO)" VERSION="$(VERSION)" GO="$(GO)" ./scripts/release.sh
 
 # mtuf-agent and pcr-reader with the TPM simulator (--tpm sim), for demos.
 build-sim:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -119,10 +120,6 @@ func checkS3RepositoryURL(raw string) error {
 // that does not let the reader list the bucket answers 403 for a key that
 // does not exist. Any other 403 fails the update.
 func (f *fetcher) s3Get(rawURL string, maxLength int64) ([]byte, error) {
-	loc, err := parseS3URL(rawURL)
-	if err != nil {
-		return nil, err
-	}
 	ctx := f.ctx
 	// The SDK's own HTTP client honours the AWS settings (AWS_CA_BUNDLE
 	// among them) that a user of s3:// expects; it gets the HTTP client's
@@ -132,17 +129,37 @@ func (f *fetcher) s3Get(rawURL string, maxLength int64) ([]byte, error) {
 		ctx, cancel = context.WithTimeout(ctx, f.http.Timeout)
 		defer cancel()
 	}
+	body, n, loc, err := s3Open(ctx, rawURL)
+	if err != nil {
+		return nil, err
+	}
+	defer body.Close()
+	if n > maxLength {
+		return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is %d bytes, more than the %d expected", loc, n, maxLength)}
+	}
+	return readLimited(body, maxLength, loc.String())
+}
+
+// s3Open starts reading a repository file from a bucket, for a caller
+// that streams it (a CLI release, too large to hold in memory). It
+// returns the body, which the caller closes, and its length (-1 when the
+// store does not say).
+func s3Open(ctx context.Context, rawURL string) (io.ReadCloser, int64, *s3Location, error) {
+	loc, err := parseS3URL(rawURL)
+	if err != nil {
+		return nil, 0, nil, err
+	}
 	var opts []func(*awsconfig.LoadOptions) error
 	if loc.region != "" {
 		opts = append(opts, awsconfig.WithRegion(loc.region))
 	}
 	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%s: AWS configuration: %w", loc, err)
+		return nil, 0, loc, fmt.Errorf("%s: AWS configuration: %w", loc, err)
 	}
 	if cfg.Region == "" {
 		if loc.endpoint == "" {
-			return nil, fmt.Errorf("%s: no region: add ?region=REGION to the repository URL or set AWS_REGION", loc)
+			return nil, 0, loc, fmt.Errorf("%s: no region: add ?region=REGION to the repository URL or set AWS_REGION", loc)
 		}
 		// Stores other than AWS accept any region; SigV4 still needs one.
 		cfg.Region = "us-east-1"
@@ -160,13 +177,13 @@ func (f *fetcher) s3Get(rawURL string, maxLength int64) ([]byte, error) {
 	})
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(loc.bucket), Key: aws.String(loc.key)})
 	if err != nil {
-		return nil, s3Error(loc, rawURL, err)
+		return nil, 0, loc, s3Error(loc, rawURL, err)
 	}
-	defer out.Body.Close()
-	if n := aws.ToInt64(out.ContentLength); n > maxLength {
-		return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is %d bytes, more than the %d expected", loc, n, maxLength)}
+	n := int64(-1)
+	if out.ContentLength != nil {
+		n = *out.ContentLength
 	}
-	return readLimited(out.Body, maxLength, loc.String())
+	return out.Body, n, loc, nil
 }
 
 func s3Error(loc *s3Location, rawURL string, err error) error {

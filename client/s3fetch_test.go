@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,5 +172,44 @@ func TestUpdateFromBucketOverHTTP(t *testing.T) {
 	}
 	if _, err := c.Update(ctx, "v1.0.0", "qemu-vtpm"); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Errorf("403 on timestamp.json over HTTP: %v", err)
+	}
+}
+
+// A CLI release streams from the bucket with the S3 API like every other
+// repository file: the binary is replaced by the signed release.
+func TestSelfUpdateFromBucket(t *testing.T) {
+	ctx := context.Background()
+	srv := s3test.Start(t)
+	srv.Setenv(t)
+	m := keys.Memory{}
+	one := func(name string) repo.RoleKeys {
+		return repo.RoleKeys{Keys: []string{newTestKey(t, m, name)}, Threshold: 1}
+	}
+	online := one("online-test")
+	ws, err := repo.Init(ctx, filepath.Join(t.TempDir(), "ws"), repo.InitConfig{
+		Storage: srv.URL("rel"), Root: one("root-test"), Targets: one("targets-test"),
+		Snapshot: online, Timestamp: online, Measurements: one("measurements-test"),
+		Releases: one("releases-test"), MeasurementsBins: 2, ReleasesBins: 2,
+	}, m, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishRelease(t, ws, "v1.1.0", []byte("release 1.1.0"))
+	root, err := ws.Storage.Get(ctx, "metadata/1.root.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.Init(filepath.Join(t.TempDir(), "state"), srv.URL("rel"), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "mtuf")
+	os.WriteFile(bin, []byte("running 1.0.0"), 0o755)
+	rel, err := c.SelfUpdate(ctx, client.SelfUpdateOptions{Running: "v1.0.0", Binary: bin})
+	if err != nil {
+		t.Fatalf("self-update from %s: %v", srv.URL("rel"), err)
+	}
+	if got, _ := os.ReadFile(bin); rel.Version != "v1.1.0" || string(got) != "release 1.1.0" {
+		t.Errorf("release %+v, binary %q", rel, got)
 	}
 }

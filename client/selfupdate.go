@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 	"golang.org/x/mod/semver"
 )
 
@@ -41,17 +42,20 @@ func (c *Client) Releases(ctx context.Context, goos, goarch string) ([]Release, 
 		return nil, err
 	}
 	defer unlock()
-	return c.releases(ctx, goos, goarch)
+	rels, _, err := c.releases(ctx, goos, goarch)
+	return rels, err
 }
 
-func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, error) {
+// releases refreshes the metadata and lists the releases on offer; it
+// returns the refreshed updater, which knows their target info.
+func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, *updater.Updater, error) {
 	up, err := c.refresh(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	targets, err := loadAllBins(up, "cli/x/x/mtuf")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []Release
 	for name, tf := range targets {
@@ -62,7 +66,7 @@ func (c *Client) releases(ctx context.Context, goos, goarch string) ([]Release, 
 		out = append(out, Release{Version: parts[1], OS: goos, Arch: goarch, Target: name, Length: tf.Length})
 	}
 	sort.Slice(out, func(i, j int) bool { return semver.Compare(out[i].Version, out[j].Version) > 0 })
-	return out, nil
+	return out, up, nil
 }
 
 // SelfUpdateOptions says what binary to replace and how to report.
@@ -101,7 +105,7 @@ func (c *Client) SelfUpdate(ctx context.Context, opts SelfUpdateOptions) (*Relea
 		return nil, err
 	}
 	defer unlock()
-	rels, err := c.releases(ctx, runtime.GOOS, runtime.GOARCH)
+	rels, up, err := c.releases(ctx, runtime.GOOS, runtime.GOARCH)
 	if err != nil {
 		return nil, err
 	}
@@ -111,13 +115,6 @@ func (c *Client) SelfUpdate(ctx context.Context, opts SelfUpdateOptions) (*Relea
 	rel := rels[0]
 	if semver.Compare(rel.Version, opts.Running) <= 0 {
 		return nil, fmt.Errorf("%w: the newest release for %s-%s is %s and this is %s", ErrNotNewer, runtime.GOOS, runtime.GOARCH, rel.Version, opts.Running)
-	}
-	up, err := c.updater(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := up.Refresh(); err != nil {
-		return nil, explain(err)
 	}
 	ti, err := LookupTarget(up, rel.Target)
 	if err != nil {
@@ -138,10 +135,9 @@ func (c *Client) streamTarget(ctx context.Context, ti *tuf.TargetFiles, dst stri
 		return fmt.Errorf("%w: target %s has no sha256 hash", ErrUntrusted, ti.Path)
 	}
 	dir, base := path.Split(ti.Path)
-	u, err := url.JoinPath(c.config.Repository, "targets", dir, fmt.Sprintf("%x.%s", []byte(want), base))
-	if err != nil {
-		return err
-	}
+	// Joined as the updater joins the URLs of metadata and targets: the
+	// path of an s3:// file comes after the URL's options.
+	u := c.config.Repository + "/targets/" + dir + fmt.Sprintf("%x.%s", []byte(want), base)
 	body, err := c.open(ctx, u)
 	if err != nil {
 		return err
@@ -228,13 +224,17 @@ func replaceBinary(tmp *os.File, dst string) error {
 	return nil
 }
 
-// open streams a repository file over http(s) or file.
+// open streams a repository file over http(s), s3 or file.
 func (c *Client) open(ctx context.Context, rawURL string) (io.ReadCloser, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme == "file" {
+	switch u.Scheme {
+	case "s3":
+		body, _, _, err := s3Open(ctx, rawURL)
+		return body, err
+	case "file":
 		f, err := os.Open(u.Path)
 		if err != nil {
 			return nil, fmt.Errorf("download %s: %w", rawURL, err)

@@ -3,6 +3,8 @@ package client_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http/httptest"
@@ -13,11 +15,13 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/theupdateframework/go-tuf/v2/metadata/config"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
 
 	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/internal/testtool"
 	"github.com/mtuf/mtuf/keys"
 	"github.com/mtuf/mtuf/repo"
 )
@@ -215,4 +219,113 @@ func TestSelfUpdateRSSChild(t *testing.T) {
 			fmt.Printf("maxrss-kb %s\n", strings.TrimSuffix(strings.TrimSpace(v), " kB"))
 		}
 	}
+}
+
+// BenchmarkSelfUpdateVsCurl times 'mtuf client update --self' of a
+// release (1 GiB, or $MTUF_RSS_SIZE_MB) served over loopback HTTP against
+// what a user without mtuf would do with the same file from the same
+// server in the same run: curl -o FILE, then sha256sum FILE. Both run as
+// real programs under /usr/bin/time, which reports each one's peak RSS.
+// Each iteration runs both; the metrics are those of the last one.
+func BenchmarkSelfUpdateVsCurl(b *testing.B) {
+	timeBin := testtool.Find(b, "time", "apt-get install time")
+	curl := testtool.Find(b, "curl", "apt-get install curl")
+	sha256sum := testtool.Find(b, "sha256sum", "apt-get install coreutils")
+	goBin := testtool.Find(b, "go", "the Go toolchain")
+	root, err := testtool.ModuleRoot()
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	// The mtuf that updates: a release build of v1.0.0.
+	mtuf := filepath.Join(dir, "mtuf-v1.0.0")
+	build := exec.Command(goBin, "build", "-ldflags", "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=v1.0.0", "-o", mtuf, "./cmd/mtuf")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+
+	f, ws := releaseFixture(b)
+	big := bytes.Repeat([]byte("0123456789abcdef"), benchReleaseSize/16)
+	publishRelease(b, ws, "v9.0.0", big)
+	sum := sha256.Sum256(big)
+	want := hex.EncodeToString(sum[:])
+	big = nil
+	runtime.GC()
+	srv := httptest.NewServer(repo.Handler(f.repoDir))
+	defer srv.Close()
+	file := fmt.Sprintf("%s.mtuf", want)
+	url := fmt.Sprintf("%s/targets/cli/v9.0.0/%s-%s/%s", srv.URL, runtime.GOOS, runtime.GOARCH, file)
+
+	// timed runs a program under /usr/bin/time and returns its wall
+	// time, CPU time (user and system; the steadier figure on a shared
+	// machine) and peak RSS.
+	type usage struct {
+		wall, cpu time.Duration
+		rss       int64
+	}
+	timed := func(args ...string) usage {
+		b.Helper()
+		report := filepath.Join(dir, "usage")
+		cmd := exec.Command(timeBin, append([]string{"-o", report, "-f", "%M %U %S"}, args...)...)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		elapsed := time.Since(start)
+		if err != nil {
+			b.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		data, err := os.ReadFile(report)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var kb int64
+		var user, sys float64
+		if _, err := fmt.Sscanf(string(data), "%d %f %f", &kb, &user, &sys); err != nil {
+			b.Fatalf("/usr/bin/time: %q: %v", data, err)
+		}
+		if args[0] == sha256sum && !strings.HasPrefix(string(out), want) {
+			b.Fatalf("sha256sum: %s, want %s", out, want)
+		}
+		return usage{wall: elapsed, cpu: time.Duration((user + sys) * float64(time.Second)), rss: kb << 10}
+	}
+	var base, self usage
+	for b.Loop() {
+		out := filepath.Join(dir, "curl-out")
+		dl := timed(curl, "-sSfo", out, url)
+		hash := timed(sha256sum, out)
+		os.Remove(out)
+		base = usage{wall: dl.wall + hash.wall, cpu: dl.cpu + hash.cpu, rss: max(dl.rss, hash.rss)}
+
+		state, bin := filepath.Join(dir, "state"), filepath.Join(dir, "bin", "mtuf")
+		os.RemoveAll(state)
+		os.RemoveAll(filepath.Dir(bin))
+		os.MkdirAll(filepath.Dir(bin), 0o755)
+		if _, err := client.Init(state, srv.URL, f.root); err != nil {
+			b.Fatal(err)
+		}
+		if err := copyFile(mtuf, bin); err != nil {
+			b.Fatal(err)
+		}
+		self = timed(bin, "client", "update", "--self", "--state", state)
+		if fi, err := os.Stat(bin); err != nil || fi.Size() != int64(benchReleaseSize) {
+			b.Fatalf("after the update: %v, %v", fi, err)
+		}
+		b.Logf("curl %v + sha256sum %v (CPU %v + %v); update --self %v (CPU %v)", dl.wall, hash.wall, dl.cpu, hash.cpu, self.wall, self.cpu)
+	}
+	b.ReportMetric(0, "ns/op")
+	b.ReportMetric(base.wall.Seconds(), "curl+sha256sum-s")
+	b.ReportMetric(self.wall.Seconds(), "update-self-s")
+	b.ReportMetric(self.wall.Seconds()/base.wall.Seconds(), "time-ratio")
+	b.ReportMetric(base.cpu.Seconds(), "curl+sha256sum-cpu-s")
+	b.ReportMetric(self.cpu.Seconds(), "update-self-cpu-s")
+	b.ReportMetric(float64(base.rss)/(1<<20), "curl+sha256sum-peak-RSS-MiB")
+	b.ReportMetric(float64(self.rss)/(1<<20), "update-self-peak-RSS-MiB")
+}
+
+func copyFile(src, dst string) error {
+	data, err := os.ReadFile(src)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(dst, data, 0o755)
 }

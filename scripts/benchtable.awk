@@ -1,6 +1,7 @@
 # Turns 'go test -bench' output of the repository benchmarks into
-# markdown tables: mtuf's hash bins against one flat targets.json, and
-# pcr-precalc against sha256sum of the same image.
+# markdown tables: mtuf's hash bins against one flat targets.json,
+# pcr-precalc against sha256sum of the same image, and a self-update
+# against curl plus sha256sum of the same release.
 function metric(line, unit,    i, n, f) {
 	n = split(line, f, /[ \t]+/)
 	for (i = 2; i <= n; i++) if (f[i] == unit) return f[i-1]
@@ -27,7 +28,19 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 	split($1, p, "/"); sub(/-[0-9]+$/, "", p[2])
 	pre[p[2]] = metric($0, "ns/op"); precpu[p[2]] = metric($0, "cpu-ns/op"); preorder[++npre] = p[2]
 }
+/^BenchmarkSelfUpdateVsCurl/ {
+	selfupdate[++nself] = sprintf("| %s s (CPU %s s, peak RSS %s MiB) | %s s (CPU %s s, peak RSS %s MiB) | %s |", \
+		metric($0, "update-self-s"), metric($0, "update-self-cpu-s"), metric($0, "update-self-peak-RSS-MiB"), \
+		metric($0, "curl+sha256sum-s"), metric($0, "curl+sha256sum-cpu-s"), metric($0, "curl+sha256sum-peak-RSS-MiB"), \
+		metric($0, "time-ratio"))
+}
 END {
+	if (nself > 0) {
+		print "| mtuf client update --self | curl -o FILE, then sha256sum FILE | time ratio |"
+		print "|---:|---:|---:|"
+		for (i = 1; i <= nself; i++) print selfupdate[i]
+		print ""
+	}
 	if (npre > 0 && pre["sha256sum"] != "") {
 		print "| 256 MiB UKI | time | vs sha256sum of the file | CPU time | vs sha256sum |"
 		print "|---|---:|---:|---:|---:|"

@@ -61,21 +61,45 @@ func openClient(stateDir func() (string, error)) (*client.Client, error) {
 func newClientInitCmd(g *globals, stateDir func() (string, error)) *cobra.Command {
 	var repoURL, rootFile string
 	c := &cobra.Command{
-		Use:   "init --repo URL --root FILE",
-		Short: "Trust a repository, starting from a root metadata file",
-		Long: `Initialize the client for a repository. The root metadata file is the
-anchor of all trust: get it from a source you trust (it is compiled into
-release binaries), then every later root is verified by the one before.`,
-		Example: `  mtuf client init --repo https://example.com/repo --root 1.root.json
+		Use:   "init [--repo URL] [--root FILE]",
+		Short: "Trust a repository, starting from its initial root metadata",
+		Long: `Initialize the client for a repository. The initial root metadata is the
+anchor of all trust: every later root is verified by the one before it.
+
+A release build ('make release ROOT=FILE REPO=URL') carries the root and
+URL of the project's repository, checked when it was built: with no flags,
+init trusts those, and prints the root's version and key ids to compare
+with the ones the project announces. --root FILE trusts another root
+instead (get it from a source you trust), --repo URL reads the repository
+from elsewhere, such as a mirror. A development build carries no root:
+give both flags.`,
+		Example: `  mtuf client init
+  mtuf client init --repo https://example.com/repo --root 1.root.json
   mtuf client init --repo file:///srv/repo --root /srv/repo/metadata/1.root.json --state ./state`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if repoURL == "" || rootFile == "" {
-				return usageErr("--repo URL and --root FILE are required")
+			root, embRepo, embedded, err := embeddedTrust()
+			if err != nil && rootFile == "" {
+				return err
 			}
-			root, err := os.ReadFile(rootFile)
+			source := "embedded in this binary"
+			if rootFile != "" {
+				if root, err = os.ReadFile(rootFile); err != nil {
+					return usageErr("root: %v", err)
+				}
+				source = rootFile
+			} else if !embedded {
+				return usageErr("this mtuf is a development build with no root of trust built in: give --repo URL and --root FILE (the repository's 1.root.json, from a source you trust), or use a release build")
+			}
+			if repoURL == "" {
+				if embRepo == "" {
+					return usageErr("--repo URL is required: this binary has no repository URL built in")
+				}
+				repoURL = embRepo
+			}
+			sum, err := summarizeRoot(root)
 			if err != nil {
-				return usageErr("root: %v", err)
+				return fmt.Errorf("root %s: %w", source, err)
 			}
 			dir, err := stateDir()
 			if err != nil {
@@ -83,17 +107,26 @@ release binaries), then every later root is verified by the one before.`,
 			}
 			cl, err := client.Init(dir, repoURL, root)
 			if err != nil {
-				return err
+				return fmt.Errorf("root %s: %w", source, err)
 			}
 			if g.json() {
-				return g.printJSON(map[string]string{"state": dir, "repository": cl.Config().Repository})
+				return g.printJSON(struct {
+					State      string      `json:"state"`
+					Repository string      `json:"repository"`
+					RootSource string      `json:"root_source"`
+					Root       rootSummary `json:"root"`
+				}{dir, cl.Config().Repository, source, sum})
 			}
 			fmt.Fprintf(g.stdout, "client initialized in %s for %s\n", dir, cl.Config().Repository)
+			fmt.Fprintf(g.stdout, "trusting root v%d (%s); root keys, threshold %d:\n", sum.Version, source, sum.Threshold)
+			for _, id := range sum.KeyIDs {
+				fmt.Fprintf(g.stdout, "  %s\n", id)
+			}
 			return nil
 		},
 	}
-	c.Flags().StringVar(&repoURL, "repo", "", "repository `URL` (https://, http://, file:// or a directory)")
-	c.Flags().StringVar(&rootFile, "root", "", "trusted initial root metadata `FILE`")
+	c.Flags().StringVar(&repoURL, "repo", "", "repository `URL` (https://, http://, s3://, file:// or a directory; default: the one built into a release)")
+	c.Flags().StringVar(&rootFile, "root", "", "trusted initial root metadata `FILE` (default: the one built into a release)")
 	addOutputFlag(c, g)
 	return c
 }

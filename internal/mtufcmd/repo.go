@@ -147,7 +147,7 @@ type publishOptions struct {
 func newRepoPublishCmd(g *globals) *cobra.Command {
 	var o publishOptions
 	c := &cobra.Command{
-		Use:   "publish --workspace DIR [--measurements FILE --image V --platform P [--link FILE...] [--link-key K]] [--cli-binary FILE --version V --os OS --arch ARCH]",
+		Use:   "publish --workspace DIR [--measurements FILE --image V --platform P [--link FILE...] [--link-key K]] [--cli-binary FILE [--version V --os OS --arch ARCH]]",
 		Short: "Publish measurements and/or a CLI release as signed targets, in one step",
 		Long: `Publish the measurements of an image version on a platform as the target
 measurements/<image>/<platform>/measurements.json, a CLI release as
@@ -176,6 +176,13 @@ may allow the reset value of a PCR the image leaves unmeasured, with its
 reason. Measurements for a platform without a PCR profile are refused
 unless --allow-unprofiled-platform is given.
 
+A CLI release is published under the version, OS and architecture built
+into the binary, read from its Go build information (go version -m): the
+version set with -ldflags "-X github.com/mtuf/mtuf/internal/mtufcmd.Version=V",
+as 'make release VERSION=V' does. --version, --os and --arch, when given,
+must agree with it. A development build, with no release version, is
+refused: a user updated to it could never update again.
+
 When a releases key is ECDSA P-256, the release also gets mtuf.sig, a
 signature that stock cosign verifies:
   cosign verify-blob --key releases.pub --signature mtuf.sig --insecure-ignore-tlog=true mtuf`,
@@ -183,7 +190,7 @@ signature that stock cosign verifies:
       --image v1.0.0 --platform qemu-vtpm
   mtuf repo publish --workspace ws --measurements measurements.json --image v1.0.0 --platform qemu-vtpm \
       --link read-measurements.1a2b3c4d.link --link-key ci.key
-  mtuf repo publish --workspace ws --cli-binary bin/mtuf --version v1.2.0 --os linux --arch amd64`,
+  mtuf repo publish --workspace ws --cli-binary bin/mtuf --version v1.2.0`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runRepoPublish(cmd.Context(), g, o)
@@ -195,9 +202,9 @@ signature that stock cosign verifies:
 	f.StringVar(&o.image, "image", "", "image `VERSION`")
 	f.StringVar(&o.platform, "platform", "", "attestation `PLATFORM`, e.g. qemu-vtpm")
 	f.StringVar(&o.binary, "cli-binary", "", "CLI release binary `FILE`")
-	f.StringVar(&o.version, "version", "", "CLI release `VERSION`, e.g. v1.2.0")
-	f.StringVar(&o.goos, "os", "", "CLI release operating system, e.g. linux")
-	f.StringVar(&o.arch, "arch", "", "CLI release architecture, e.g. amd64")
+	f.StringVar(&o.version, "version", "", "CLI release `VERSION`, e.g. v1.2.0; must be the one built into the binary")
+	f.StringVar(&o.goos, "os", "", "CLI release operating system (default: the binary's)")
+	f.StringVar(&o.arch, "arch", "", "CLI release architecture (default: the binary's)")
 	f.BoolVar(&o.replace, "replace", false, "replace targets already published with different content")
 	f.BoolVar(&o.allowUnprofiled, "allow-unprofiled-platform", false, "publish measurements for a platform that has no PCR profile")
 	f.StringArrayVar(&o.linkFiles, "link", nil, "in-toto link `FILE` that attests the measurements (repeat for several)")
@@ -258,17 +265,21 @@ func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
 		return req, nil, usageErr("--link and --link-key go with --measurements FILE --image V --platform P")
 	}
 	if o.binary != "" || o.version != "" || o.goos != "" || o.arch != "" {
-		if o.binary == "" || o.version == "" || o.goos == "" || o.arch == "" {
-			return req, nil, usageErr("--cli-binary FILE, --version V, --os OS and --arch ARCH go together")
+		if o.binary == "" {
+			return req, nil, usageErr("--version, --os and --arch describe a --cli-binary FILE: give it")
 		}
 		data, err := os.ReadFile(o.binary)
 		if err != nil {
 			return req, nil, usageErr("--cli-binary: %v", err)
 		}
-		req.Release = &repo.Release{Binary: data, Version: o.version, OS: o.goos, Arch: o.arch}
+		b, err := checkReleaseBinary(o.binary, o.version, o.goos, o.arch)
+		if err != nil {
+			return req, nil, usageErr("--cli-binary: %v", err)
+		}
+		req.Release = &repo.Release{Binary: data, Version: b.Version, OS: b.OS, Arch: b.Arch}
 	}
 	if req.Measurements == nil && req.Release == nil {
-		return req, nil, usageErr("nothing to publish: give --measurements FILE --image V --platform P, or --cli-binary FILE --version V --os OS --arch ARCH")
+		return req, nil, usageErr("nothing to publish: give --measurements FILE --image V --platform P, or --cli-binary FILE")
 	}
 	return req, raw, nil
 }

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -56,6 +58,7 @@ func TestScripts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	goEnv := goBuildEnv(t)
 	testscript.Run(t, testscript.Params{
 		Dir: "testdata/script",
 		Setup: func(env *testscript.Env) error {
@@ -68,6 +71,12 @@ func TestScripts(t *testing.T) {
 			env.Setenv("CI", os.Getenv("CI"))
 			setupS3(env)
 			setupKMS(env)
+			// releases.txt builds mtuf as a release is built.
+			env.Setenv("MODROOT", root)
+			env.Setenv("PLATFORM", runtime.GOOS+"-"+runtime.GOARCH)
+			for k, v := range goEnv {
+				env.Setenv(k, v)
+			}
 			return nil
 		},
 		Condition: scriptCondition,
@@ -201,4 +210,20 @@ func cmdEnvFile(ts *testscript.TestScript, neg bool, args []string) {
 	data, err := os.ReadFile(ts.MkAbs(args[1]))
 	ts.Check(err)
 	ts.Setenv(args[0], strings.TrimSpace(string(data)))
+}
+
+// goBuildEnv is the environment a script needs to run go build as the
+// developer would: testscript gives each script a HOME of its own, where
+// the go command would find no build cache and no module cache.
+func goBuildEnv(t *testing.T) map[string]string {
+	t.Helper()
+	out, err := exec.Command("go", "env", "-json", "GOCACHE", "GOMODCACHE", "GOPATH", "GOFLAGS", "GOPROXY", "GOTOOLCHAIN").Output()
+	if err != nil {
+		t.Fatalf("go env: %v", err)
+	}
+	env := map[string]string{}
+	if err := json.Unmarshal(out, &env); err != nil {
+		t.Fatalf("go env: %v", err)
+	}
+	return env
 }
