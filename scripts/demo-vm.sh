@@ -49,7 +49,7 @@ run "$BIN/vmboot" image --module "$ROOT" --out other --cmdline 'console=ttyS0 pa
 step "Boot both under QEMU (TCG) with OVMF and a swtpm vTPM"
 start=$(date +%s)
 for n in release other; do
-	"$BIN/vmboot" run --esp "$n/esp.img" --dir "$n.vm" --ready-file "$n.addr" \
+	"$BIN/vmboot" run --timeout 10m --esp "$n/esp.img" --dir "$n.vm" --ready-file "$n.addr" \
 		--ak-pub-out "$n-ak.pem" --event-log-out "$n.eventlog" >"$n.log" 2>&1 &
 	PIDS+=($!)
 	eval "pid_$n=$!"

@@ -21,6 +21,7 @@ import (
 
 	"github.com/mtuf/mtuf/internal/agentcmd"
 	"github.com/mtuf/mtuf/internal/pcrreadercmd"
+	"github.com/mtuf/mtuf/internal/precalccmd"
 	"github.com/mtuf/mtuf/repo"
 )
 
@@ -33,9 +34,10 @@ func TestMain(m *testing.M) {
 		f.Value.Set(strconv.Itoa(2 * runtime.GOMAXPROCS(0)))
 	}
 	testscript.Main(m, map[string]func(){
-		"mtuf":       func() { os.Exit(Main()) },
-		"mtuf-agent": func() { os.Exit(agentcmd.Main()) },
-		"pcr-reader": func() { os.Exit(pcrreadercmd.Main()) },
+		"mtuf":        func() { os.Exit(Main()) },
+		"mtuf-agent":  func() { os.Exit(agentcmd.Main()) },
+		"pcr-reader":  func() { os.Exit(pcrreadercmd.Main()) },
+		"pcr-precalc": func() { os.Exit(precalccmd.Main()) },
 		// mtuf-pausing is mtuf whose storage stops for good after the
 		// $MTUF_TEST_PAUSE_AT-th write, once it has written the file
 		// $MTUF_TEST_PAUSED: the script then kills it, as a crash would.

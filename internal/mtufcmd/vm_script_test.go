@@ -159,10 +159,10 @@ func (v *vmCmds) boot(ts *testscript.TestScript, neg bool, args []string) {
 
 // pcrsagree PRECALC MEASURED checks that every PCR of the precalculated
 // document PRECALC holds the value the booted machine measured in MEASURED
-// (same bank), and logs the table of both.
+// (same bank), and logs the table of both. With !, some PCR must differ.
 func cmdPCRsAgree(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 2 {
-		ts.Fatalf("usage: pcrsagree PRECALC MEASURED")
+	if len(args) != 2 {
+		ts.Fatalf("usage: [!] pcrsagree PRECALC MEASURED")
 	}
 	read := func(name string) *metadata.Measurements {
 		data, err := os.ReadFile(ts.MkAbs(name))
@@ -175,7 +175,12 @@ func cmdPCRsAgree(ts *testscript.TestScript, neg bool, args []string) {
 	}
 	table, err := vmtest.ComparePCRs(read(args[0]), read(args[1]))
 	ts.Logf("%s", table)
-	if err != nil {
+	switch {
+	case neg && err == nil:
+		ts.Fatalf("%s agrees with %s", args[0], args[1])
+	case neg:
+		ts.Logf("%v", err)
+	case err != nil:
 		ts.Fatalf("%s against %s: %v", args[0], args[1], err)
 	}
 }

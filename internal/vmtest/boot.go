@@ -27,6 +27,10 @@ const DefaultBootTimeout = 4 * time.Minute
 // static binaries (CGO_ENABLED=0) into dir, with -trimpath so that the
 // same sources give the same bytes wherever they are built.
 func BuildGuest(ctx context.Context, root, dir string) (agent, init string, err error) {
+	// go build runs in root: the outputs need absolute paths.
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", "", err
+	}
 	agent, init = filepath.Join(dir, "mtuf-agent"), filepath.Join(dir, "vminit")
 	for out, pkg := range map[string]string{agent: "./cmd/mtuf-agent", init: "./internal/vmtest/vminit"} {
 		cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-o", out, pkg)
