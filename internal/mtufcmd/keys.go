@@ -80,8 +80,9 @@ func newKeysIDCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "id FILE",
 		Short: "Print the TUF or in-toto key id of a public or private key",
-		Long: `Print the key id of a key: a PEM public key, or an encrypted private key
-(which needs its password).
+		Long: `Print the key id of a key: a PEM public key, an encrypted private key
+(which needs its password), a pkcs11: URI, or an awskms:// reference of a key
+in AWS KMS (whose id is that of the public key the KMS holds).
 
 One key has two ids. TUF and in-toto both hash a JSON record of the public
 key, but not the same record: TUF metadata (root.json, targets.json) names
@@ -92,7 +93,8 @@ also lists the hash algorithms and writes an ed25519 key in hex, and which
 --format intoto prints.`,
 		Example: `  mtuf keys id root-1.pub
   mtuf keys id --format intoto ci.pub
-  MTUF_PASSWORD=... mtuf keys id cosign.key`,
+  MTUF_PASSWORD=... mtuf keys id cosign.key
+  mtuf keys id awskms:///alias/mtuf-online`,
 		Args: exactArgs(1),
 		PreRunE: func(cmd *cobra.Command, args []string) error {
 			if format != "tuf" && format != "intoto" {

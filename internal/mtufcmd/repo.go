@@ -78,7 +78,13 @@ release key), each of which delegates to succinct hash bins, so a publish
 re-signs one bin. The measurements, releases, snapshot and timestamp keys
 are recorded in the workspace, which signs with them on publish and
 refresh. --releases-key may be left out for a repository of measurements
-only. Consistent snapshots are always on.`,
+only. Consistent snapshots are always on.
+
+A key is a key file, a pkcs11: URI of a key in a token, or an awskms://
+reference of an ECDSA P-256 key in AWS KMS (--timestamp-key
+awskms:///alias/mtuf-online), which suits the online keys: the KMS signs, and the signing machine holds no
+secret. The AWS SDK finds region and credentials as usual (AWS_REGION,
+AWS_PROFILE, an instance role; AWS_ENDPOINT_URL_KMS for another endpoint).`,
 		Example: `  mtuf repo init --workspace ws --storage file://$PWD/repo \
       --root-key root-1.key --root-key root-2.key --root-threshold 2 \
       --targets-key targets.key --measurements-key ci.key --releases-key releases.key \
