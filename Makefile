@@ -17,7 +17,7 @@ VERSITYGW     := github.com/versity/versitygw/cmd/versitygw@v1.8.0
 # Debian packages the tests use as real peers: swtpm and tpm2-tools
 # (a TCP TPM and the reference PCR reader), in-toto 1.3.1 (the reference
 # supply chain tools).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto jq curl
 # -shuffle=on runs tests and benchmarks in a random order, so that a test that
 # depends on another's leftovers fails; go test prints the seed ("-test.shuffle
 # N") so that a failing order can be replayed with -shuffle=N.
