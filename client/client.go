@@ -13,8 +13,9 @@
 // state directory apart, so an interrupted update leaves the previous
 // trusted state.
 //
-// The measurements it trusts (Config().Measurements) are what package
-// attest verifies nodes against: attest.Policy{Measurements: ...}.
+// The measurements it trusts (CurrentImages, one image or several during
+// a rolling upgrade) are what package attest verifies nodes against:
+// attest.Policy{Measurements: ..., Alternatives: ...}.
 package client
 
 import (

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"math/rand/v2"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -28,6 +29,10 @@ type Target struct {
 	Name   string
 	Data   []byte
 	Custom any
+	// measurements are what Data holds when it is a measurements
+	// document: a target that holds the same measurements in other bytes
+	// is the same content.
+	measurements *metadata.Measurements
 }
 
 // Release is a CLI binary for one platform.
@@ -40,7 +45,13 @@ type Release struct {
 // a platform, a CLI release, or both, made visible to clients at once.
 type PublishRequest struct {
 	Measurements *metadata.Measurements
-	Release      *Release
+	// Document is the measurements file as its author wrote it, if there
+	// is one. It is published byte for byte when it is the JSON of
+	// Measurements up to whitespace and the order of fields, so that its
+	// sha256sum is the target's hash; otherwise Measurements are published
+	// in canonical form.
+	Document []byte
+	Release  *Release
 	// Targets are further files (in-toto links, for instance).
 	Targets []Target
 	// Replace allows new content for a target that is already published.
@@ -98,7 +109,10 @@ func (w *Workspace) Publish(ctx context.Context, req PublishRequest) (*PublishRe
 		if err != nil {
 			return nil, err
 		}
-		targets = append(targets, Target{Name: name, Data: data, Custom: metadata.TargetCustom{Image: m.Image, Platform: m.Platform}})
+		if sameJSON(req.Document, data) {
+			data = req.Document
+		}
+		targets = append(targets, Target{Name: name, Data: data, Custom: metadata.TargetCustom{Image: m.Image, Platform: m.Platform}, measurements: m})
 	}
 	if req.Release != nil {
 		if _, err := metadata.CLITarget(req.Release.Version, req.Release.OS, req.Release.Arch); err != nil {
@@ -146,6 +160,50 @@ func CheckMeasurements(m *metadata.Measurements, allowUnprofiled bool) error {
 			m.Platform, ErrUnprofiledPlatform, strings.Join(metadata.Platforms(), ", "))
 	}
 	return m.CheckNotReset(profile)
+}
+
+// publishedAs returns the bytes of the published target t.Name when they
+// hold the same measurements as t in other bytes (the canonical form of a
+// file published as written, or the other way round): publishing them
+// again changes nothing.
+func (w *Workspace) publishedAs(ctx context.Context, s *state, t Target) ([]byte, bool) {
+	bin, _, err := s.binFor(ctx, t.Name)
+	if err != nil {
+		return nil, false
+	}
+	md, err := s.role(ctx, bin)
+	if err != nil {
+		return nil, false
+	}
+	old, ok := md.Signed.Targets[t.Name]
+	if !ok {
+		return nil, false
+	}
+	dir, base := path.Split(t.Name)
+	data, err := w.Storage.Get(ctx, "targets/"+dir+hex.EncodeToString(old.Hashes["sha256"])+"."+base)
+	if err != nil || old.VerifyLengthHashes(data) != nil {
+		return nil, false
+	}
+	m, err := metadata.Parse(data)
+	if err != nil {
+		return nil, false
+	}
+	a, errA := m.Marshal()
+	b, errB := t.measurements.Marshal()
+	return data, errA == nil && errB == nil && bytes.Equal(a, b)
+}
+
+// sameJSON tells whether a and b are one JSON value: the same fields and
+// values, whatever the whitespace and the order of fields.
+func sameJSON(a, b []byte) bool {
+	if len(a) == 0 {
+		return false
+	}
+	var va, vb any
+	if json.Unmarshal(a, &va) != nil || json.Unmarshal(b, &vb) != nil {
+		return false
+	}
+	return reflect.DeepEqual(va, vb)
 }
 
 // ErrLinksRequired reports measurements published without their in-toto
@@ -231,6 +289,11 @@ func (w *Workspace) tryPublish(ctx context.Context, targets []Target, rel *Relea
 	res := &PublishResult{Unchanged: true}
 	files := map[string][]byte{}
 	for _, t := range targets {
+		if t.measurements != nil {
+			if data, ok := w.publishedAs(ctx, s, t); ok {
+				t.Data = data
+			}
+		}
 		pt, err := s.addTarget(ctx, t, replace)
 		if err != nil {
 			return nil, err

@@ -104,6 +104,10 @@ for a TCP TPM such as swtpm (its server port; swtpm must run with
 --flags not-need-init,startup-clear), sim for a fresh in-process simulator, or
 sim:SEED for a simulator whose keys are the same on every run (demos and tests).
 The simulator is only in development builds (go build -tags simulator, with cgo).
+swtpm serves one client connection at a time, and the agent holds its connection
+for as long as it runs: while it does, any other client of that swtpm (pcr-reader,
+tpm2-tools) waits, and fails on its own timeout. Read PCRs through the agent
+(pcr-reader --agent) instead, or stop the agent first.
 
 --boot-log FILE measures a described boot (YAML or JSON) into a test TPM (sim or
 tcp://) and serves its event log. A device's PCRs hold this machine's real boot

@@ -2,6 +2,8 @@ package mtufcmd
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -265,7 +267,7 @@ func (o publishOptions) request() (repo.PublishRequest, []byte, error) {
 			}
 			return req, nil, usageErr("measurements file %s: %v", o.file, err)
 		}
-		req.Measurements, raw = m, data
+		req.Measurements, req.Document, raw = m, data, data
 	}
 	if o.withLinks() && req.Measurements == nil {
 		return req, nil, usageErr("--link and --link-key go with --measurements FILE --image V --platform P")
@@ -329,6 +331,9 @@ func runRepoPublish(ctx context.Context, g *globals, o publishOptions) error {
 			return err
 		}
 	}
+	if linked == nil && req.Measurements != nil {
+		noteCanonical(g, o.file, raw, req.Measurements, res)
+	}
 	if g.json() {
 		if linked != nil {
 			return g.printJSON(linked)
@@ -337,6 +342,29 @@ func runRepoPublish(ctx context.Context, g *globals, o publishOptions) error {
 	}
 	printPublished(g, res, linked)
 	return nil
+}
+
+// noteCanonical says so on standard error when the target holds the
+// measurements in other bytes than the file's: the file is in another
+// layout (or spells a value otherwise) and was published in canonical
+// form, or the same measurements were published before as other bytes.
+// Whoever compares the file's sha256sum with the target's is not misled.
+func noteCanonical(g *globals, file string, raw []byte, m *metadata.Measurements, res *repo.PublishResult) {
+	name, err := metadata.MeasurementsTarget(m.Image, m.Platform)
+	if err != nil {
+		return
+	}
+	sum := sha256.Sum256(raw)
+	for _, t := range res.Targets {
+		if t.Name != name || t.SHA256 == hex.EncodeToString(sum[:]) {
+			continue
+		}
+		why := "it is not the JSON that mtuf writes for these measurements (another layout, or other spellings of the values), so their canonical form was published"
+		if t.Unchanged {
+			why = "the same measurements were published before in other bytes"
+		}
+		fmt.Fprintf(g.stderr, "mtuf: note: %s: %s; the target's sha256 is %s, not the file's %x\n", file, why, t.SHA256, sum)
+	}
 }
 
 // printPublished prints what a publish did; linked is nil for a publish

@@ -48,7 +48,10 @@ func IsTestTPM(spec string) bool {
 //     run; for demos and tests only, since anyone knowing SEED knows the keys;
 //   - "tcp://HOST:PORT": a TCP TPM speaking the TPM simulator protocol on its
 //     command port, such as swtpm started with
-//     `socket --tpm2 --server type=tcp,port=PORT --flags not-need-init,startup-clear`;
+//     `socket --tpm2 --server type=tcp,port=PORT --flags not-need-init,startup-clear`.
+//     swtpm serves one client connection at a time: while a process holds
+//     the TPM open (mtuf-agent does for as long as it runs), every other
+//     client's commands wait, and fail on their own timeout;
 //   - anything else: a TPM character device such as /dev/tpmrm0.
 //
 // The simulator is only in builds with the build tag "simulator" (and cgo),
