@@ -136,3 +136,48 @@ func (r *Reader) Entries(ctx context.Context, cp Checkpoint, from int64, fn func
 	}
 	return nil
 }
+
+// Seen is what a reader keeps between runs: the last checkpoint it
+// accepted and the snapshot it found in it.
+type Seen struct {
+	Origin          string `json:"origin"`
+	Size            int64  `json:"size"`
+	Hash            []byte `json:"hash"`
+	SnapshotVersion int64  `json:"snapshotVersion"`
+	SnapshotSHA256  []byte `json:"snapshotSHA256"`
+	Index           int64  `json:"index"`
+}
+
+// Checkpoint returns the checkpoint seen.
+func (s *Seen) Checkpoint() Checkpoint {
+	cp := Checkpoint{Origin: s.Origin, Size: s.Size}
+	copy(cp.Hash[:], s.Hash)
+	return cp
+}
+
+// Accept checks that snapshot version v with SHA-256 sum is logged: the
+// log's checkpoint (fetched from CheckpointPath) must be signed and
+// cosigned as cfg requires, consistent with prev (the last one accepted,
+// or nil), and hold the snapshot among its newest entries with a valid
+// inclusion proof. It returns what to keep for the next run.
+func (r *Reader) Accept(ctx context.Context, cfg *Config, prev *Seen, v int64, sum []byte) (*Seen, error) {
+	signed, err := r.Fetch(ctx, CheckpointPath)
+	if err != nil {
+		return nil, fmt.Errorf("transparency log checkpoint: %w", err)
+	}
+	r.Fetched++
+	cp, err := cfg.Verify(signed)
+	if err != nil {
+		return nil, err
+	}
+	if prev != nil && prev.Origin == cp.Origin {
+		if err := r.Consistent(ctx, prev.Checkpoint(), cp); err != nil {
+			return nil, err
+		}
+	}
+	idx, _, err := r.FindSnapshot(ctx, cp, v, sum)
+	if err != nil {
+		return nil, err
+	}
+	return &Seen{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash[:], SnapshotVersion: v, SnapshotSHA256: sum, Index: idx}, nil
+}
