@@ -145,6 +145,11 @@ func (cfg InitConfig) check() (map[string]int, error) {
 			return nil, err
 		}
 	}
+	if cfg.Log != nil {
+		if err := cfg.Log.check(); err != nil {
+			return nil, err
+		}
+	}
 	bins := map[string]int{RoleMeasurements: cfg.MeasurementsBins, RoleReleases: cfg.ReleasesBins}
 	for _, d := range delegations {
 		if bins[d.name] == 0 {

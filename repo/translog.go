@@ -36,6 +36,17 @@ type LogSettings struct {
 	Quorum    int
 }
 
+// check checks what can be checked before the log key is loaded.
+func (ls *LogSettings) check() error {
+	if ls.Origin == "" {
+		return errors.New("a transparency log needs an origin, its name in checkpoints")
+	}
+	if ls.Key == "" {
+		return fmt.Errorf("transparency log %s: no log key", ls.Origin)
+	}
+	return translog.CheckWitnesses(ls.Origin, ls.Witnesses, ls.Quorum)
+}
+
 // ParseWitness reads a witness as given on a command line: its note
 // verifier key, "@", and the base URL of its tlog-witness endpoint.
 func ParseWitness(s string) (translog.Witness, error) {

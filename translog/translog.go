@@ -84,6 +84,12 @@ func (c *Config) Check() error {
 	if v.Name() != c.Origin {
 		return fmt.Errorf("transparency log %s: its key is named %q; the log key's name must be the origin", c.Origin, v.Name())
 	}
+	return CheckWitnesses(c.Origin, c.Witnesses, c.Quorum)
+}
+
+// CheckWitnesses checks witnesses' keys and a quorum for the log origin.
+func CheckWitnesses(origin string, witnesses []Witness, quorum int) error {
+	c := &Config{Origin: origin, Witnesses: witnesses, Quorum: quorum}
 	names := map[string]bool{}
 	for _, w := range c.Witnesses {
 		wv, err := witnessVerifier(w)

@@ -181,3 +181,33 @@ func (r *Reader) Accept(ctx context.Context, cfg *Config, prev *Seen, v int64, s
 	}
 	return &Seen{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash[:], SnapshotVersion: v, SnapshotSHA256: sum, Index: idx}, nil
 }
+
+// Files returns every tile and entry bundle of the log at cp, each
+// checked against it, by name: what a mirror copies so that its clients
+// can check any proof against cp. Tiles are recomputed from the verified
+// hashes rather than copied, so nothing unverified is returned.
+func (r *Reader) Files(ctx context.Context, cp Checkpoint) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	var bundle []byte
+	err := r.Entries(ctx, cp, 0, func(i int64, e []byte) error {
+		bundle = appendBundle(bundle, e)
+		if (i+1)%(1<<tileHeight) == 0 || i+1 == cp.Size {
+			out[Path(bundleTile(i, cp.Size))] = bundle
+			bundle = nil
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	hr, tr := r.hashReader(ctx, cp)
+	defer func() { r.Fetched += tr.fetched }()
+	for _, t := range tlog.NewTiles(tileHeight, 0, cp.Size) {
+		data, err := tlog.ReadTileData(t, hr)
+		if err != nil {
+			return nil, fmt.Errorf("transparency log tile %s: %w", Path(t), tamperedOr(err))
+		}
+		out[Path(t)] = data
+	}
+	return out, nil
+}
