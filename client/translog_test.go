@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -225,3 +226,74 @@ func replaceDir(t *testing.T, dir, with string) {
 	}
 	copyDir(t, with, dir)
 }
+
+// The log key is rotated through root: clients follow to the new key
+// and keep checking the log's consistency across the rotation.
+func TestLogKeyRotation(t *testing.T) {
+	t.Parallel()
+	l := newLogged(t)
+	ctx := context.Background()
+	newKey := newTestKey(t, l.signers, "log2-test")
+	p, err := l.ws.Stage(ctx, repo.StageRequest{Role: "root", Log: &repo.LogSettings{Origin: "example.com/mtuf-client-test", Key: newKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := repo.Sign(ctx, p, "root-test", l.signers); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.ws.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l.publish(l.ws)
+	if err := l.update(); err != nil {
+		t.Fatalf("update after the log key's rotation: %v", err)
+	}
+	// The old key no longer makes checkpoints clients accept.
+	l.publish(l.attacker())
+	old := repoWithLogKey(t, l, "log-test")
+	l.publish(old)
+	wantRefused(t, l.update(), translog.ErrCheckpoint)
+}
+
+// repoWithLogKey is a workspace on l's repository that signs checkpoints
+// with the key named, whatever the root says, as a thief of a retired
+// log key would.
+func repoWithLogKey(t *testing.T, l *logged, key string) *repo.Workspace {
+	t.Helper()
+	ws, err := repo.OpenWorkspace(filepath.Join(l.dir, "ws"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.Keys = retiredLogKey{Memory: l.signers, ref: key}
+	return ws
+}
+
+// retiredLogKey answers for the log key in force with another key's
+// private half but the right public half, so the workspace's check of
+// key ids passes and the checkpoint is signed by the wrong key.
+type retiredLogKey struct {
+	keys.Memory
+	ref string
+}
+
+func (r retiredLogKey) Private(ctx context.Context, ref string) (crypto.Signer, error) {
+	if ref != "log2-test" {
+		return r.Memory.Private(ctx, ref)
+	}
+	priv, err := r.Memory.Private(ctx, r.ref)
+	if err != nil {
+		return nil, err
+	}
+	good, err := r.Memory.Private(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	return lyingSigner{Signer: priv, pub: good.Public()}, nil
+}
+
+type lyingSigner struct {
+	crypto.Signer
+	pub crypto.PublicKey
+}
+
+func (s lyingSigner) Public() crypto.PublicKey { return s.pub }
