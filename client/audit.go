@@ -150,7 +150,8 @@ type cachedFile struct {
 	root *tuf.Metadata[tuf.RootType]
 	snap *tuf.Metadata[tuf.SnapshotType]
 	tgts *tuf.Metadata[tuf.TargetsType]
-	err  error
+	// err is a failed fetch, parseErr metadata that does not parse.
+	err, parseErr error
 }
 
 func (a *auditor) problem(i int64, file, p string) {
@@ -173,11 +174,11 @@ func (a *auditor) load(ctx context.Context, role string, v int64) (string, *cach
 	f.sum = sha256.Sum256(data)
 	switch role {
 	case tuf.ROOT:
-		f.root, f.err = (&tuf.Metadata[tuf.RootType]{}).FromBytes(data)
+		f.root, f.parseErr = (&tuf.Metadata[tuf.RootType]{}).FromBytes(data)
 	case tuf.SNAPSHOT:
-		f.snap, f.err = (&tuf.Metadata[tuf.SnapshotType]{}).FromBytes(data)
+		f.snap, f.parseErr = (&tuf.Metadata[tuf.SnapshotType]{}).FromBytes(data)
 	default:
-		f.tgts, f.err = (&tuf.Metadata[tuf.TargetsType]{}).FromBytes(data)
+		f.tgts, f.parseErr = (&tuf.Metadata[tuf.TargetsType]{}).FromBytes(data)
 	}
 	return name, f
 }
@@ -232,6 +233,10 @@ func (a *auditor) matches(i int64, name string, f *cachedFile, sum []byte) bool 
 		a.problem(i, name, fmt.Sprintf("its SHA-256 is %x, the log says %x: the file was replaced after it was logged", f.sum, sum))
 		return false
 	}
+	if f.parseErr != nil {
+		a.problem(i, name, fmt.Sprintf("logged, but not valid metadata: %v", f.parseErr))
+		return false
+	}
 	return true
 }
 
@@ -244,8 +249,8 @@ func (a *auditor) checkRoot(ctx context.Context, i int64, name string, root *tuf
 	a.signedBy(i, name, root.Signed.Roles[tuf.ROOT], sigs, func() error { return root.VerifyDelegate(tuf.ROOT, root) })
 	if v := root.Signed.Version; v > 1 {
 		prevName, prev := a.load(ctx, tuf.ROOT, v-1)
-		if prev.err != nil {
-			a.problem(i, prevName, prev.err.Error())
+		if err := cmpErr(prev.err, prev.parseErr); err != nil {
+			a.problem(i, prevName, err.Error())
 			return
 		}
 		a.signedBy(i, name, unionRole(prev.root.Signed.Roles[tuf.ROOT], root.Signed.Roles[tuf.ROOT]), root.Signatures, func() error { return prev.root.VerifyDelegate(tuf.ROOT, root) })
@@ -265,8 +270,8 @@ func (a *auditor) checkDelegated(ctx context.Context, i int64, name, role string
 		return
 	}
 	tName, targets := a.load(ctx, tuf.TARGETS, tm.Version)
-	if targets.err != nil {
-		a.problem(i, tName, targets.err.Error())
+	if err := cmpErr(targets.err, targets.parseErr); err != nil {
+		a.problem(i, tName, err.Error())
 		return
 	}
 	d := targets.tgts.Signed.Delegations
@@ -286,8 +291,8 @@ func (a *auditor) checkDelegated(ctx context.Context, i int64, name, role string
 			continue
 		}
 		pName, parent := a.load(ctx, dr.Name, pm.Version)
-		if parent.err != nil {
-			a.problem(i, pName, parent.err.Error())
+		if err := cmpErr(parent.err, parent.parseErr); err != nil {
+			a.problem(i, pName, err.Error())
 			continue
 		}
 		pd := parent.tgts.Signed.Delegations
@@ -337,6 +342,16 @@ func (a *auditor) measurements(i, snapVersion int64, role string, md *tuf.Metada
 		a.rep.Measurements = append(a.rep.Measurements, PublishedMeasurement{Image: tc.Image, Platform: tc.Platform, Target: name, SHA256: sum, Snapshot: snapVersion, LogIndex: i})
 	}
 	a.st.Bins[role] = cur
+}
+
+// cmpErr returns the first of errs that is not nil.
+func cmpErr(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // unionRole is a role whose keys are those of both: a new root carries
