@@ -113,7 +113,7 @@ func (c *Client) Audit(ctx context.Context, follow bool) (*AuditReport, error) {
 			st = prev
 		}
 	}
-	a := &auditor{c: c, fetch: fetch, files: map[string]*cachedFile{}, st: st,
+	a := &auditor{c: c, fetch: fetch, files: map[string]*cachedFile{}, rootsChecked: map[string]bool{}, st: st,
 		rep: &AuditReport{Origin: cp.Origin, From: st.Seen.Size, Size: cp.Size, Measurements: []PublishedMeasurement{}, Problems: []AuditProblem{}}}
 	err = r.Entries(ctx, cp, st.Seen.Size, func(i int64, data []byte) error {
 		e, err := translog.ParseEntry(data)
@@ -143,6 +143,9 @@ type auditor struct {
 	// files caches parsed metadata by file name; versioned names never
 	// change.
 	files map[string]*cachedFile
+	// rootsChecked names the roots already checked: every entry names
+	// the root in force, which changes rarely.
+	rootsChecked map[string]bool
 }
 
 type cachedFile struct {
@@ -194,7 +197,10 @@ func (a *auditor) entry(ctx context.Context, i int64, e *translog.Entry) error {
 			name, rf := a.load(ctx, tuf.ROOT, f.Version)
 			if a.matches(i, name, rf, f.SHA256) {
 				root = rf.root
-				a.checkRoot(ctx, i, name, rf.root)
+				if !a.rootsChecked[name] {
+					a.rootsChecked[name] = true
+					a.checkRoot(ctx, i, name, rf.root)
+				}
 			}
 		}
 	}
