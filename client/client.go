@@ -280,8 +280,12 @@ func (c *Client) refresh(ctx context.Context) (*updater.Updater, error) {
 	if err != nil {
 		return nil, err
 	}
+	before := c.saveTUFState()
 	if err := up.Refresh(); err != nil {
 		return nil, fmt.Errorf("update from %s: %w", c.config.Repository, explain(err))
+	}
+	if err := c.checkLogged(ctx, up, before); err != nil {
+		return nil, err
 	}
 	return up, nil
 }

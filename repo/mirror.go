@@ -152,6 +152,8 @@ type mirror struct {
 	// dstTimestampETag is the destination's timestamp.json version tag
 	// on conditional storage.
 	dstTimestampETag string
+	// log is the source's transparency log, when its root declares one.
+	log *mirrorLog
 }
 
 // untrusted reports a check of name that failed.
@@ -190,6 +192,9 @@ func (m *mirror) verify(ctx context.Context, anchor []byte, now time.Time) error
 		return err
 	}
 	if err := m.verifySnapshot(ctx, trusted); err != nil {
+		return err
+	}
+	if err := m.verifyLog(ctx, trusted); err != nil {
 		return err
 	}
 	if err := m.verifyTargets(ctx, trusted); err != nil {
@@ -525,6 +530,9 @@ func (m *mirror) write(ctx context.Context) error {
 			return err
 		}
 		m.res.MetadataCopied++
+	}
+	if err := m.writeLog(ctx); err != nil {
+		return err
 	}
 	if !m.timestamp.missing {
 		return nil

@@ -38,6 +38,9 @@ type InitConfig struct {
 	MeasurementsBins int
 	ReleasesBins     int
 	Expiry           map[string]Duration
+	// Log, when set, declares a transparency log in root: every snapshot
+	// is then logged, and clients accept only logged snapshots.
+	Log *LogSettings
 }
 
 func (rk RoleKeys) check(role string) error {
@@ -96,7 +99,7 @@ func Init(ctx context.Context, dir string, cfg InitConfig, kr keys.Resolver, now
 	if err != nil {
 		return nil, err
 	}
-	root, rootBytes, err := w.newRoot(roles, tufKeys)
+	root, rootBytes, err := w.newRoot(ctx, roles, tufKeys, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +142,11 @@ func (cfg InitConfig) check() (map[string]int, error) {
 			continue
 		}
 		if err := roles[r].check(r); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Log != nil {
+		if err := cfg.Log.check(); err != nil {
 			return nil, err
 		}
 	}
@@ -197,7 +205,7 @@ func (w *Workspace) loadInitKeys(ctx context.Context, roles map[string]RoleKeys)
 
 // newRoot returns version 1 of root, signed by every root key, and its
 // bytes.
-func (w *Workspace) newRoot(roles map[string]RoleKeys, tufKeys map[string][]*tuf.Key) (*tuf.Metadata[tuf.RootType], []byte, error) {
+func (w *Workspace) newRoot(ctx context.Context, roles map[string]RoleKeys, tufKeys map[string][]*tuf.Key, log *LogSettings) (*tuf.Metadata[tuf.RootType], []byte, error) {
 	root := tuf.Root(w.expiry(tuf.ROOT))
 	root.Signed.ConsistentSnapshot = true
 	for _, r := range []string{tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP} {
@@ -207,6 +215,13 @@ func (w *Workspace) newRoot(roles map[string]RoleKeys, tufKeys map[string][]*tuf
 			}
 		}
 		root.Signed.Roles[r].Threshold = roles[r].Threshold
+	}
+	if log != nil {
+		ref, err := w.declareLog(ctx, root, log)
+		if err != nil {
+			return nil, nil, err
+		}
+		w.Config.Keys[RoleLog] = []string{ref}
 	}
 	if _, err := signAndEncode(root, w.signerCache[tuf.ROOT]); err != nil {
 		return nil, nil, fmt.Errorf("sign root: %w", err)

@@ -17,6 +17,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
+
+	"github.com/mtuf/mtuf/translog"
 )
 
 // ErrConflict is returned by ConditionalStorage.ReplaceIf when the file
@@ -343,7 +345,9 @@ func contentType(name string) string {
 }
 
 func cacheControl(name string) string {
-	if name == "metadata/timestamp.json" {
+	// The log's checkpoint is replaced like timestamp.json; its tiles
+	// and bundles are not.
+	if name == "metadata/timestamp.json" || name == translog.CheckpointPath {
 		return timestampCacheControl
 	}
 	return immutableCacheControl

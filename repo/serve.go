@@ -14,6 +14,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/mtuf/mtuf/translog"
 )
 
 // Cache lifetimes for served files. Everything but timestamp.json is
@@ -105,7 +107,7 @@ func handler(open opener) http.Handler {
 		h.Set("Cache-Control", cacheControl(name))
 		h.Set("Content-Type", contentType(name))
 		h.Set("ETag", etag)
-		if name == timestampName {
+		if name == timestampName || name == translog.CheckpointPath {
 			// Last-Modified has a resolution of one second, and
 			// timestamp.json can be replaced twice within one: a cache
 			// that revalidated by date could keep a stale one. It
@@ -131,8 +133,13 @@ func servedName(urlPath string) (string, bool) {
 		}
 	}
 	name := strings.TrimPrefix(p, "/")
-	// Clients only ever fetch metadata/*.json and targets/...; anything
-	// else (the workspace file of a careless setup, say) is not served.
+	// Clients only ever fetch metadata/*.json, targets/... and the
+	// transparency log's checkpoint and tiles (names without dots);
+	// anything else (the workspace file of a careless setup, say) is not
+	// served.
+	if strings.HasPrefix(name, translog.Dir) {
+		return name, true
+	}
 	if !strings.HasPrefix(name, "metadata/") && !strings.HasPrefix(name, "targets/") {
 		return "", false
 	}

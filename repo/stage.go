@@ -74,6 +74,9 @@ type StageRequest struct {
 	Changes []KeyChange
 	// Expires, when not zero, is the new metadata's validity period.
 	Expires time.Duration
+	// Log, for a staged root, declares the transparency log anew: a new
+	// log key, witnesses or quorum.
+	Log *LogSettings
 }
 
 // StagedDir is where a workspace keeps staged files.
@@ -135,6 +138,11 @@ func (w *Workspace) stageRoot(ctx context.Context, s *state, req StageRequest, e
 			return nil, fmt.Errorf("a root has no role %q: change root, targets, snapshot or timestamp keys", c.Role)
 		}
 		if err := w.applyRootChange(ctx, next, c, st); err != nil {
+			return nil, err
+		}
+	}
+	if req.Log != nil {
+		if err := w.stageLog(ctx, s, next, req.Log, st); err != nil {
 			return nil, err
 		}
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/sigstore/sigstore/pkg/signature"
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mtuf/mtuf/translog"
 )
 
 // state is the repository as the current timestamp.json describes it,
@@ -37,6 +39,9 @@ type state struct {
 	// presigned holds targets-type metadata signed offline (a committed
 	// staged file): written as it is, at the version it carries.
 	presigned map[string][]byte
+	// written lists the targets-type metadata commit wrote, for the
+	// transparency log's entry.
+	written []translog.File
 }
 
 func getMetadata[T tuf.Roles](ctx context.Context, st Storage, name string) (*tuf.Metadata[T], error) {
@@ -164,6 +169,8 @@ func (s *state) keysOf(ctx context.Context, role string) ([]string, int, error) 
 	case tuf.ROOT, tuf.TARGETS, tuf.SNAPSHOT, tuf.TIMESTAMP:
 		r := s.root.Signed.Roles[role]
 		return r.KeyIDs, r.Threshold, nil
+	case RoleLog:
+		return s.logKeysOf()
 	}
 	targets := s.roles[tuf.TARGETS]
 	if targets.Signed.Delegations != nil {
@@ -207,6 +214,7 @@ func (s *state) commit(ctx context.Context, files map[string][]byte, signers sig
 		if err := s.st.PutOnce(ctx, fmt.Sprintf("metadata/%d.%s.json", md.Signed.Version, name), s.presigned[name]); err != nil {
 			return err
 		}
+		s.wrote(name, md.Signed.Version, s.presigned[name])
 		s.snapshot.Signed.Meta[name+".json"] = tuf.MetaFile(md.Signed.Version)
 	}
 	for _, name := range slices.Sorted(maps.Keys(s.dirty)) {
@@ -220,12 +228,15 @@ func (s *state) commit(ctx context.Context, files map[string][]byte, signers sig
 		if err != nil {
 			return err
 		}
+		var data []byte
 		if v, err = putVersioned(ctx, s.st, name, v, func(v int64) ([]byte, error) {
 			md.Signed.Version = v
-			return signAndEncode(md, ss)
+			data, err = signAndEncode(md, ss)
+			return data, err
 		}); err != nil {
 			return err
 		}
+		s.wrote(name, v, data)
 		s.snapshot.Signed.Meta[name+".json"] = tuf.MetaFile(v)
 	}
 	v := int64(1)
@@ -243,6 +254,9 @@ func (s *state) commit(ctx context.Context, files map[string][]byte, signers sig
 		snapBytes, err = signAndEncode(s.snapshot, ss)
 		return snapBytes, err
 	}); err != nil {
+		return err
+	}
+	if err := s.logSnapshot(ctx, signers, snapBytes); err != nil {
 		return err
 	}
 	sum := sha256.Sum256(snapBytes)

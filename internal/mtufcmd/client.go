@@ -42,7 +42,7 @@ func newClientCmd(g *globals) *cobra.Command {
 		}
 		return client.DefaultStateDir()
 	}
-	c.AddCommand(newClientInitCmd(g, stateDir), newClientUpdateCmd(g, stateDir), newClientListCmd(g, stateDir), newClientVerifyCmd(g, stateDir), newClientDiffCmd(g, stateDir))
+	c.AddCommand(newClientInitCmd(g, stateDir), newClientUpdateCmd(g, stateDir), newClientListCmd(g, stateDir), newClientVerifyCmd(g, stateDir), newClientDiffCmd(g, stateDir), newClientAuditCmd(g, stateDir))
 	return c
 }
 

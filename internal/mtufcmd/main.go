@@ -105,7 +105,7 @@ through TUF.`,
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return flagError{fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newKeysCmd(g), newRepoCmd(g), newClientCmd(g))
+	root.AddCommand(newKeysCmd(g), newRepoCmd(g), newClientCmd(g), newWitnessCmd(g))
 	registerCompletions(root)
 	return root
 }

@@ -65,6 +65,7 @@ func newRepoInitCmd(g *globals) *cobra.Command {
 	var (
 		ws, storage                                    string
 		cfg                                            repo.InitConfig
+		lf                                             logFlags
 		rootExp, targetsExp, snapshotExp, timestampExp time.Duration
 		measurementsExp, releasesExp                   time.Duration
 	)
@@ -100,6 +101,10 @@ AWS_PROFILE, an instance role; AWS_ENDPOINT_URL_KMS for another endpoint).`,
 				return usageErr("--storage URL is required (file://DIR)")
 			}
 			cfg.Storage = storage
+			var err error
+			if cfg.Log, err = lf.settings(cmd.Flags().Changed); err != nil {
+				return err
+			}
 			cfg.Expiry = map[string]repo.Duration{}
 			for role, d := range map[string]time.Duration{"root": rootExp, "targets": targetsExp, "snapshot": snapshotExp, "timestamp": timestampExp, "measurements": measurementsExp, "releases": releasesExp} {
 				if d < 0 {
@@ -139,6 +144,7 @@ AWS_PROFILE, an instance role; AWS_ENDPOINT_URL_KMS for another endpoint).`,
 	f.DurationVar(&timestampExp, "timestamp-expiry", 0, "timestamp lifetime (default 24h)")
 	f.DurationVar(&measurementsExp, "measurements-expiry", 0, "lifetime of the measurements role and its bins (default 2160h)")
 	f.DurationVar(&releasesExp, "releases-expiry", 0, "lifetime of the releases role and its bins (default 2160h)")
+	addLogFlags(f, &lf)
 	addOutputFlag(c, g)
 	return c
 }

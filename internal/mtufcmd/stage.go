@@ -26,6 +26,8 @@ type stageOptions struct {
 	ws                  string
 	add, remove, thresh []string
 	expires             time.Duration
+	log                 logFlags
+	changed             func(string) bool
 }
 
 func newRepoStageCmd(g *globals) *cobra.Command {
@@ -55,9 +57,11 @@ new root, both the current root's and the new root's.`,
   mtuf repo stage targets --workspace ws --expires 2160h`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			o.changed = cmd.Flags().Changed
 			return runRepoStage(cmd.Context(), g, args[0], o)
 		},
 	}
+	addLogFlags(c.Flags(), &o.log)
 	c.Flags().StringVar(&o.ws, "workspace", "", "workspace `DIR`")
 	c.Flags().StringArrayVar(&o.add, "add-key", nil, "add a key: [ROLE:]FILE")
 	c.Flags().StringArrayVar(&o.remove, "remove-key", nil, "remove a key: [ROLE:]FILE or key id")
@@ -117,6 +121,16 @@ func (o stageOptions) request(role string) (repo.StageRequest, error) {
 		ch.Threshold = n
 	}
 	req := repo.StageRequest{Role: role, Expires: o.expires}
+	if o.changed != nil {
+		ls, err := o.log.settings(o.changed)
+		if err != nil {
+			return repo.StageRequest{}, err
+		}
+		if ls != nil && role != "root" {
+			return repo.StageRequest{}, usageErr("the transparency log is declared in root: stage root to change it")
+		}
+		req.Log = ls
+	}
 	for _, r := range order {
 		req.Changes = append(req.Changes, *changes[r])
 	}

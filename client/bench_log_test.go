@@ -1,0 +1,183 @@
+package client_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/mtuf/mtuf/client"
+	"github.com/mtuf/mtuf/keys"
+	"github.com/mtuf/mtuf/metadata"
+	"github.com/mtuf/mtuf/repo"
+)
+
+// memStore keeps a benchmark repository in memory while it is built:
+// 100,000 target files with an fsync each would measure the disk.
+type memStore struct {
+	mu    sync.Mutex
+	files map[string][]byte
+}
+
+func (m *memStore) Get(_ context.Context, name string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	d, ok := m.files[name]
+	if !ok {
+		return nil, fmt.Errorf("%s: %w", name, repo.ErrNotFound)
+	}
+	return d, nil
+}
+
+func (m *memStore) PutOnce(_ context.Context, name string, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.files[name]; ok {
+		return fmt.Errorf("%s: %w", name, repo.ErrExists)
+	}
+	m.files[name] = data
+	return nil
+}
+
+func (m *memStore) Replace(_ context.Context, name string, data []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.files[name] = data
+	return nil
+}
+
+func benchMeasurements(i int) repo.Target {
+	m := &metadata.Measurements{Image: fmt.Sprintf("v%d.%d.%d", i/10000, i/100%100, i%100), Platform: "qemu-vtpm", Hash: "sha256", PCRs: map[uint32]metadata.PCR{}}
+	for _, idx := range []uint32{4, 8, 9, 11, 12, 13} {
+		sum := sha256.Sum256(fmt.Appendf(nil, "%d/%d", i, idx))
+		m.PCRs[idx] = metadata.PCR{Expected: sum[:]}
+	}
+	data, _ := m.Marshal()
+	name, _ := metadata.MeasurementsTarget(m.Image, m.Platform)
+	return repo.Target{Name: name, Data: data, Custom: metadata.TargetCustom{Image: m.Image, Platform: m.Platform}}
+}
+
+// logBenchRepo builds, in memory, a logged repository of n measurement
+// targets followed by entries more publishes, and writes it to dir.
+func logBenchRepo(b *testing.B, dir string, n, entries int) {
+	b.Helper()
+	ctx := context.Background()
+	m := keys.Memory{}
+	k := map[string]string{}
+	for _, r := range []string{"root", "targets", "online", "ci", "log"} {
+		k[r] = newTestKey(b, m, r+"-test")
+	}
+	one := func(r string) repo.RoleKeys { return repo.RoleKeys{Keys: []string{k[r]}, Threshold: 1} }
+	ws, err := repo.Init(ctx, filepath.Join(dir, "ws"), repo.InitConfig{
+		Storage: filepath.Join(dir, "init"), Root: one("root"), Targets: one("targets"),
+		Snapshot: one("online"), Timestamp: one("online"), Measurements: one("ci"),
+		Log: &repo.LogSettings{Origin: "example.com/bench", Key: k["log"]},
+	}, m, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mem := &memStore{files: map[string][]byte{}}
+	initDir := filepath.Join(dir, "init")
+	filepath.WalkDir(initDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || strings.HasPrefix(d.Name(), ".") {
+			return err
+		}
+		rel, _ := filepath.Rel(initDir, p)
+		data, _ := os.ReadFile(p)
+		mem.files[filepath.ToSlash(rel)] = data
+		return nil
+	})
+	ws.Storage = mem
+	targets := make([]repo.Target, n)
+	for i := range n {
+		targets[i] = benchMeasurements(i)
+	}
+	if _, err := ws.PublishTargets(ctx, targets, false); err != nil {
+		b.Fatal(err)
+	}
+	for i := range entries {
+		if _, err := ws.PublishTargets(ctx, []repo.Target{benchMeasurements(n + i)}, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for name, data := range mem.files {
+		p := filepath.Join(dir, "repo", filepath.FromSlash(name))
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, data, 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkFreshClientLog is what a new client fetches, metadata and log
+// proofs, to get one measurements document from a logged repository of
+// 100,000 targets.
+func BenchmarkFreshClientLog(b *testing.B) {
+	const n = 100000
+	dir := b.TempDir()
+	logBenchRepo(b, dir, n, 0)
+	var requests, bytes atomic.Int64
+	files := repo.Handler(filepath.Join(dir, "repo"))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		files.ServeHTTP(countingWriter{w, &bytes}, r)
+	}))
+	defer srv.Close()
+	root, _ := os.ReadFile(filepath.Join(dir, "repo", "metadata", "1.root.json"))
+	want := benchMeasurements(n / 2)
+	tc, _ := metadata.ParseTarget(want.Name)
+	for b.Loop() {
+		requests.Store(0)
+		bytes.Store(0)
+		state := filepath.Join(b.TempDir(), "state")
+		cl, err := client.Init(state, srv.URL, root)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cl.Update(context.Background(), tc.Image, tc.Platform); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(requests.Load()), "requests")
+	b.ReportMetric(float64(bytes.Load()), "bytes-fetched")
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n *atomic.Int64
+}
+
+func (c countingWriter) Write(p []byte) (int, error) {
+	c.n.Add(int64(len(p)))
+	return c.ResponseWriter.Write(p)
+}
+
+// BenchmarkAudit replays a log of 1,000 publishes on a repository of
+// 10,000 targets, from files.
+func BenchmarkAudit(b *testing.B) {
+	const entries = 1000
+	dir := b.TempDir()
+	logBenchRepo(b, dir, 10000, entries)
+	root, _ := os.ReadFile(filepath.Join(dir, "repo", "metadata", "1.root.json"))
+	cl, err := client.Init(filepath.Join(dir, "state"), filepath.Join(dir, "repo"), root)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total int64
+	for b.Loop() {
+		rep, err := cl.Audit(context.Background(), false)
+		if err != nil || len(rep.Problems) != 0 {
+			b.Fatalf("audit: %v %v", err, rep.Problems)
+		}
+		total += rep.Size
+	}
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "entries/s")
+}
