@@ -46,6 +46,7 @@ func TestDocs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	goEnv := goBuildEnv(t)
 	for _, f := range files {
 		name := strings.TrimSuffix(filepath.Base(f), ".md")
 		doc, err := os.ReadFile(f)
@@ -74,6 +75,11 @@ func TestDocs(t *testing.T) {
 				Setup: func(env *testscript.Env) error {
 					env.Setenv("BOOT", filepath.Join(root, "testdata", "boot"))
 					env.Setenv("MTUF_STATE", filepath.Join(env.WorkDir, "state"))
+					// docs/verify-release.md builds a release as 'make release' does.
+					env.Setenv("MODROOT", root)
+					for k, v := range goEnv {
+						env.Setenv(k, v)
+					}
 					if path != "" {
 						env.Setenv("PATH", path+string(os.PathListSeparator)+env.Getenv("PATH"))
 					}
