@@ -28,6 +28,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 // Version is the local-kms commit the tests are written against.
@@ -273,37 +275,9 @@ func Installed() bool {
 }
 
 func find() (string, error) {
-	var candidates []string
-	if dir := os.Getenv("MTUF_TOOLS_BIN"); dir != "" {
-		candidates = append(candidates, filepath.Join(dir, "local-kms"))
-	}
-	if root, err := moduleRoot(); err == nil {
-		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "local-kms"))
-	}
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return c, nil
-		}
-	}
-	if p, err := exec.LookPath("local-kms"); err == nil {
-		return p, nil
-	}
-	return "", ErrNotInstalled
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
+	p, err := testtool.Lookup("local-kms")
 	if err != nil {
-		return "", err
+		return "", ErrNotInstalled
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return p, nil
 }

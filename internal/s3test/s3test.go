@@ -35,6 +35,8 @@ import (
 	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 // Version is the versitygw release the tests are written against.
@@ -388,39 +390,11 @@ func Installed() bool {
 }
 
 func find() (string, error) {
-	var candidates []string
-	if dir := os.Getenv("MTUF_TOOLS_BIN"); dir != "" {
-		candidates = append(candidates, filepath.Join(dir, "versitygw"))
-	}
-	if root, err := moduleRoot(); err == nil {
-		candidates = append(candidates, filepath.Join(root, ".tools", "bin", "versitygw"))
-	}
-	for _, c := range candidates {
-		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return c, nil
-		}
-	}
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p, nil
-	}
-	return "", ErrNotInstalled
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
+	p, err := testtool.Lookup("versitygw")
 	if err != nil {
-		return "", err
+		return "", ErrNotInstalled
 	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
+	return p, nil
 }
 
 func freePort() (int, error) {

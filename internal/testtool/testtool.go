@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +21,22 @@ import (
 // developer's machine, a failure under CI=true. hint says how to get it.
 func Find(t testing.TB, name, hint string) string {
 	t.Helper()
+	if p, err := Lookup(name); err == nil {
+		return p
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("%s not found in $MTUF_TOOLS_BIN, .tools/bin or PATH; CI must have it: %s", name, hint)
+	}
+	t.Skipf("%s not found in $MTUF_TOOLS_BIN, .tools/bin or PATH (%s)", name, hint)
+	return ""
+}
+
+// ErrNotFound reports a program that is in none of the places Lookup looks.
+var ErrNotFound = errors.New("not found in $MTUF_TOOLS_BIN, .tools/bin or PATH")
+
+// Lookup returns the path of the program name, looked up where Find looks,
+// for helpers that start a server outside a test's lifetime.
+func Lookup(name string) (string, error) {
 	var candidates []string
 	if dir := os.Getenv("MTUF_TOOLS_BIN"); dir != "" {
 		candidates = append(candidates, filepath.Join(dir, name))
@@ -29,17 +46,13 @@ func Find(t testing.TB, name, hint string) string {
 	}
 	for _, c := range candidates {
 		if fi, err := os.Stat(c); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return c
+			return c, nil
 		}
 	}
 	if p, err := exec.LookPath(name); err == nil {
-		return p
+		return p, nil
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not found in $MTUF_TOOLS_BIN, .tools/bin or PATH; CI must have it: %s", name, hint)
-	}
-	t.Skipf("%s not found in $MTUF_TOOLS_BIN, .tools/bin or PATH (%s)", name, hint)
-	return ""
+	return "", fmt.Errorf("%s: %w", name, ErrNotFound)
 }
 
 // ModuleRoot is the directory of the go.mod above the working directory.
