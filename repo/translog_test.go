@@ -239,7 +239,7 @@ func TestLogConcurrentPublishers(t *testing.T) {
 				return
 			}
 			ws.Keys = r.signers
-			_, errs[i] = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i))})
+			_, errs[i] = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i+1))})
 		}()
 	}
 	wg.Wait()

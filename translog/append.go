@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io/fs"
 	"strings"
+	"sync/atomic"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
@@ -204,8 +205,9 @@ func parseSigned(signed []byte) (Checkpoint, error) {
 type tileReader struct {
 	ctx  context.Context
 	read func(ctx context.Context, name string) ([]byte, error)
-	// fetched counts tiles read, for benchmarks and request budgets.
-	fetched int
+	// fetched counts tiles read, for benchmarks and request budgets. The
+	// witnesses' consistency proofs are built concurrently from one reader.
+	fetched atomic.Int64
 }
 
 func (r *tileReader) Height() int { return tileHeight }
@@ -220,7 +222,7 @@ func (r *tileReader) ReadTiles(tiles []tlog.Tile) ([][]byte, error) {
 			}
 			return nil, fmt.Errorf("transparency log tile %s: %w", Path(t), err)
 		}
-		r.fetched++
+		r.fetched.Add(1)
 		if len(data) != t.W*tlog.HashSize {
 			return nil, fmt.Errorf("%w: %s is %d bytes, not %d", ErrTampered, Path(t), len(data), t.W*tlog.HashSize)
 		}
