@@ -3,13 +3,18 @@
 # Debian packages (systemd's UKI stub, a Debian 6.1 kernel, an initramfs
 # that runs mtuf-agent), booted under QEMU with OVMF and a swtpm vTPM, and
 # attested. The release image's measurements are read through its agent
-# (and, when pcr-precalc is built, precalculated from the image itself),
-# published with their in-toto links, and trusted by a client, which then
+# and precalculated from the image itself by pcr-precalc, a second
+# functionary; the layout demands that the two agree, the measurements are
+# published with both in-toto links and trusted by a client, which then
 # refuses the VM that booted the same kernel with another command line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
+
+echo "building bin/mtuf, bin/pcr-reader, bin/pcr-precalc and bin/vmboot (a first build takes a few minutes)"
 make -s build
 BIN=$PWD/bin
 go build -o "$BIN/vmboot" ./internal/vmtest/vmboot
@@ -23,8 +28,6 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-run() { printf '$ %s\n' "$*"; "$@"; }
 # A boot under TCG takes 15-20 s on two idle cores; much longer on a busy
 # machine.
 wait_boot() {
@@ -60,30 +63,30 @@ echo "both booted in $(( $(date +%s) - start )) s: release on $(cat release.addr
 grep -h 'booted in' release.log other.log
 
 step "Security team: keys for each role"
-for k in root targets ci owner; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
+for k in root targets ci precalc owner; do run "$BIN/mtuf" keys generate --type ed25519 --out "$k"; done
 
 step "Maintainer: a TUF repository and its in-toto layout"
 run "$BIN/mtuf" repo init --workspace ws --storage "file://$WORK/repo" \
 	--root-key root.key --targets-key targets.key --measurements-key ci.key \
 	--snapshot-key ci.key --timestamp-key ci.key
-run "$BIN/mtuf" repo layout --workspace ws --owner-key owner.key --targets-key targets.key
+run "$BIN/mtuf" repo layout --workspace ws --owner-key owner.key --targets-key targets.key \
+	--precalc-functionary precalc.pub
 
 step "CI: read the release VM's PCRs through its agent, recording an in-toto link"
 mkdir read
 run "$BIN/pcr-reader" --agent "http://$(cat release.addr)" --trusted-ak release-ak.pem \
 	--image v1.0.0 --platform qemu-vtpm --out read/measurements.json --link-key ci.key
 
-if [ -x "$BIN/pcr-precalc" ]; then
-	step "CI: precalculate the PCRs from the image itself, and compare"
-	mkdir precalc
-	run "$BIN/pcr-precalc" --image release/esp.img --image-version v1.0.0 --platform qemu-vtpm \
-		-o precalc/measurements.json --link-key ci.key
-	run "$BIN/vmboot" compare precalc/measurements.json read/measurements.json
-fi
+step "Second functionary: precalculate the PCRs from the image itself, and compare"
+mkdir precalc
+run "$BIN/pcr-precalc" --image release/esp.img --image-version v1.0.0 --platform qemu-vtpm \
+	-o precalc/measurements.json --link-key precalc.key
+run "$BIN/vmboot" compare precalc/measurements.json read/measurements.json
 
-step "Maintainer: publish the measurements with their links"
+step "Maintainer: publish the measurements with the links of both functionaries"
 run "$BIN/mtuf" repo publish --workspace ws --measurements read/measurements.json --image v1.0.0 \
-	--platform qemu-vtpm --link read/read-measurements.*.link --link-key ci.key
+	--platform qemu-vtpm --link read/read-measurements.*.link \
+	--link precalc/precalculate-measurements.*.link --link-key ci.key
 
 step "User: update through TUF and in-toto, then verify both VMs"
 run "$BIN/mtuf" client init --state client --repo "file://$WORK/repo" --root repo/metadata/1.root.json
