@@ -22,8 +22,13 @@ import (
 	"github.com/mtuf/mtuf/translog"
 )
 
-// auditBatchSize is how many entries are audited in parallel at a time.
-const auditBatchSize = 1024
+// auditBatchSize is how many entries are audited in parallel at a time;
+// auditWorkers is how many at once: more than the processors, to keep
+// fetches from a remote repository in flight.
+const (
+	auditBatchSize = 1024
+	auditWorkers   = 16
+)
 
 // auditFile keeps where the last audit stopped, for Audit with follow.
 const auditFile = "audit.json"
@@ -289,7 +294,7 @@ func (a *auditor) auditBatch(ctx context.Context, batch []loggedEntry) {
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(batch)) {
+	for range min(max(auditWorkers, runtime.GOMAXPROCS(0)), len(batch)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -277,18 +277,23 @@ func canonValue(out, src []byte) ([]byte, []byte, error) {
 	}
 }
 
-// canonObject canonicalizes an object whose '{' was consumed.
+// canonObject canonicalizes an object whose '{' was consumed. Members
+// are written as they come; an object whose keys were not in order is
+// then reordered in place.
 func canonObject(out, src []byte) ([]byte, []byte, error) {
 	type member struct {
-		key string
-		// value is canonical already.
-		value []byte
+		key        []byte
+		start, end int
 	}
-	var members []member
+	var small [8]member
+	members := small[:0]
+	out = append(out, '{')
+	begin := len(out)
 	src = skipSpace(src)
 	if len(src) > 0 && src[0] == '}' {
-		return append(out, '{', '}'), src[1:], nil
+		return append(out, '}'), src[1:], nil
 	}
+	sorted := true
 	for {
 		src = skipSpace(src)
 		if len(src) == 0 || src[0] != '"' {
@@ -302,11 +307,23 @@ func canonObject(out, src []byte) ([]byte, []byte, error) {
 		if len(rest) == 0 || rest[0] != ':' {
 			return nil, nil, errNotCanonical
 		}
-		var value []byte
-		if value, rest, err = canonValue(nil, rest[1:]); err != nil {
+		if n := len(members); n > 0 {
+			switch bytes.Compare(members[n-1].key, key) {
+			case 0:
+				return nil, nil, errNotCanonical
+			case 1:
+				sorted = false
+			}
+			out = append(out, ',')
+		}
+		m := member{key: key, start: len(out)}
+		out = appendString(out, key)
+		out = append(out, ':')
+		if out, rest, err = canonValue(out, rest[1:]); err != nil {
 			return nil, nil, err
 		}
-		members = append(members, member{key, value})
+		m.end = len(out)
+		members = append(members, m)
 		rest = skipSpace(rest)
 		if len(rest) == 0 {
 			return nil, nil, errNotCanonical
@@ -319,34 +336,25 @@ func canonObject(out, src []byte) ([]byte, []byte, error) {
 			return nil, nil, errNotCanonical
 		}
 	}
-	slices.SortFunc(members, func(a, b member) int { return compareStrings(a.key, b.key) })
-	out = append(out, '{')
-	for i, m := range members {
-		if i > 0 {
-			if m.key == members[i-1].key {
-				return nil, nil, errNotCanonical
+	if !sorted {
+		slices.SortFunc(members, func(a, b member) int { return bytes.Compare(a.key, b.key) })
+		reordered := make([]byte, 0, len(out)-begin)
+		for i, m := range members {
+			if i > 0 {
+				if bytes.Equal(m.key, members[i-1].key) {
+					return nil, nil, errNotCanonical
+				}
+				reordered = append(reordered, ',')
 			}
-			out = append(out, ',')
+			reordered = append(reordered, out[m.start:m.end]...)
 		}
-		out = appendString(out, m.key)
-		out = append(out, ':')
-		out = append(out, m.value...)
+		out = append(out[:begin], reordered...)
 	}
 	return append(out, '}'), src, nil
 }
 
-func compareStrings(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // readString decodes the JSON string at the start of src.
-func readString(src []byte) (string, []byte, error) {
+func readString(src []byte) ([]byte, []byte, error) {
 	escaped := false
 	for i := 1; i < len(src); i++ {
 		switch c := src[i]; {
@@ -355,32 +363,36 @@ func readString(src []byte) (string, []byte, error) {
 			i++
 		case c == '"':
 			raw := src[:i+1]
+			if !utf8.Valid(raw) {
+				return nil, nil, errNotCanonical
+			}
 			if !escaped {
-				if !utf8.Valid(raw) {
-					return "", nil, errNotCanonical
-				}
-				return string(raw[1:i]), src[i+1:], nil
+				return raw[1:i], src[i+1:], nil
 			}
 			var s string
-			if err := json.Unmarshal(raw, &s); err != nil || !utf8.Valid(raw) {
-				return "", nil, errNotCanonical
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, nil, errNotCanonical
 			}
-			return s, src[i+1:], nil
+			return []byte(s), src[i+1:], nil
 		case c < 0x20:
-			return "", nil, errNotCanonical
+			return nil, nil, errNotCanonical
 		}
 	}
-	return "", nil, errNotCanonical
+	return nil, nil, errNotCanonical
 }
 
 // appendString writes s as cjson does: only \ and " escaped.
-func appendString(out []byte, s string) []byte {
+func appendString(out, s []byte) []byte {
 	out = append(out, '"')
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' || s[i] == '"' {
+	if bytes.IndexByte(s, '\\') < 0 && bytes.IndexByte(s, '"') < 0 {
+		out = append(out, s...)
+		return append(out, '"')
+	}
+	for _, c := range s {
+		if c == '\\' || c == '"' {
 			out = append(out, '\\')
 		}
-		out = append(out, s[i])
+		out = append(out, c)
 	}
 	return append(out, '"')
 }

@@ -17,6 +17,7 @@ func TestCanonicalJSONMatchesCJSON(t *testing.T) {
 		` { "z" : [ 1 , -2 , true , false , null , [ ] , { } ] , "a\"b" : "c\\d" , "é" : "\u00e9\n\t<>&" , "A" : 0 } `,
 		`["\ud83d\ude00", "x\u0000y", {"k":{"l":{"m":[{"n":"o"}]}}}]`,
 		`"plain"`,
+		`{"length":3,"hashes":{"sha256":"ab"},"custom":{"z":1,"y":{"b":"\"","a":"\\"}}}`,
 	} {
 		var v any
 		if err := json.Unmarshal([]byte(in), &v); err != nil {
@@ -31,7 +32,7 @@ func TestCanonicalJSONMatchesCJSON(t *testing.T) {
 			t.Errorf("canonicalJSON(%s) = %s, %v; cjson makes %s", in, got, err, want)
 		}
 	}
-	for _, in := range []string{`{"a":1,"a":2}`, `{"a":1.5}`, `[1e3]`, "[\"\xff\"]", `{"a":1} x`, `[1,]`} {
+	for _, in := range []string{`{"a":1,"a":2}`, `{"b":1,"a":2,"b":3}`, `{"a":1.5}`, `[1e3]`, "[\"\xff\"]", `{"a":1} x`, `[1,]`} {
 		if got, err := canonicalJSON([]byte(in)); err == nil {
 			t.Errorf("canonicalJSON(%s) = %s, not refused", in, got)
 		}
