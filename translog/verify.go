@@ -41,7 +41,7 @@ func (r *Reader) Consistent(ctx context.Context, older, newer Checkpoint) error 
 		return nil
 	}
 	hr, tr := r.hashReader(ctx, newer)
-	defer func() { r.Fetched += tr.fetched }()
+	defer func() { r.Fetched += int(tr.fetched.Load()) }()
 	proof, err := tlog.ProveTree(newer.Size, older.Size, hr)
 	if err != nil {
 		return fmt.Errorf("transparency log %s: consistency proof from %d to %d: %w", newer.Origin, older.Size, newer.Size, tamperedOr(err))
@@ -60,7 +60,7 @@ func (r *Reader) FindSnapshot(ctx context.Context, cp Checkpoint, version int64,
 		return 0, nil, fmt.Errorf("%w: snapshot v%d: the log is empty", ErrNotLogged, version)
 	}
 	hr, tr := r.hashReader(ctx, cp)
-	defer func() { r.Fetched += tr.fetched }()
+	defer func() { r.Fetched += int(tr.fetched.Load()) }()
 	// The current snapshot is the newest entry, or close to it (an entry
 	// logged by a publisher that then lost a race may follow it): look in
 	// the last two bundles.
@@ -120,7 +120,7 @@ func (r *Reader) bundle(ctx context.Context, hr tlog.HashReader, first, n int64)
 // in order, each checked against cp.
 func (r *Reader) Entries(ctx context.Context, cp Checkpoint, from int64, fn func(index int64, entry []byte) error) error {
 	hr, tr := r.hashReader(ctx, cp)
-	defer func() { r.Fetched += tr.fetched }()
+	defer func() { r.Fetched += int(tr.fetched.Load()) }()
 	for first := from &^ (1<<tileHeight - 1); first < cp.Size; first += 1 << tileHeight {
 		entries, err := r.bundle(ctx, hr, first, cp.Size)
 		if err != nil {
@@ -201,7 +201,7 @@ func (r *Reader) Files(ctx context.Context, cp Checkpoint) (map[string][]byte, e
 		return nil, err
 	}
 	hr, tr := r.hashReader(ctx, cp)
-	defer func() { r.Fetched += tr.fetched }()
+	defer func() { r.Fetched += int(tr.fetched.Load()) }()
 	for _, t := range tlog.NewTiles(tileHeight, 0, cp.Size) {
 		data, err := tlog.ReadTileData(t, hr)
 		if err != nil {
