@@ -34,6 +34,30 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 		metric($0, "curl+sha256sum-s"), metric($0, "curl+sha256sum-cpu-s"), metric($0, "curl+sha256sum-peak-RSS-MiB"), \
 		metric($0, "time-ratio"))
 }
+# The transparency log: a publish with and without it, a fresh client of
+# a logged repository, the audit's speed.
+/^BenchmarkPublishOneLog\// {
+	match($1, /log=[a-z]+/); lg = substr($1, RSTART + 4, RLENGTH - 4)
+	match($1, /targets=[0-9]+/); logn = substr($1, RSTART + 8, RLENGTH - 8)
+	logpub[lg] = metric($0, "ns/op")
+}
+/^BenchmarkFreshClientLog/ { logreq = metric($0, "requests"); logbyt = metric($0, "bytes-fetched") }
+/^BenchmarkAudit/ { auditrate = metric($0, "entries/s") }
+END {
+	if (logpub["true"] != "" || logreq != "" || auditrate != "") logtable()
+}
+function logtable() {
+	print "| transparency log | figure | goal |"
+	print "|---|---:|---:|"
+	if (logpub["true"] != "") {
+		printf "| publish one at %d targets, without the log | %s | |\n", logn, ms(logpub["false"])
+		printf "| publish one at %d targets, with the log | %s | |\n", logn, ms(logpub["true"])
+		printf "| the log's cost on a publish | %s | < 20 ms |\n", ms(logpub["true"] - logpub["false"])
+	}
+	if (logreq != "") printf "| fresh client at 100000 targets | %d requests, %s | < 150 KB |\n", logreq, kb(logbyt)
+	if (auditrate != "") printf "| audit | %d entries/s | >= 10000 entries/s |\n", auditrate
+	print ""
+}
 END {
 	if (nself > 0) {
 		print "| mtuf client update --self | curl -o FILE, then sha256sum FILE | time ratio |"

@@ -22,7 +22,8 @@ type Store interface {
 	// WriteCheckpoint; nil data and no error when the log is empty.
 	ReadCheckpoint(ctx context.Context) (data []byte, tag string, err error)
 	// WriteTile writes a tile or entry bundle past the committed size. A
-	// committed one is never rewritten with other bytes.
+	// committed one is never rewritten with other bytes. Append calls it
+	// for several tiles at once.
 	WriteTile(ctx context.Context, name string, data []byte) error
 	// WriteCheckpoint replaces the checkpoint only if its version tag is
 	// still tag ("" meaning that there is none yet). It is the commit
@@ -46,7 +47,7 @@ type Appended struct {
 // Append adds one entry to the log in st: it reads the checkpoint, checks
 // the tiles it extends against it, computes the new tiles, signs the new
 // checkpoint with logKey, has it cosigned (cosign may be nil when the root
-// names no witnesses), then writes tiles and bundle, and the checkpoint
+// names no witnesses), then writes tiles and bundle in parallel, and the checkpoint
 // last with a conditional write. Until that write the log is as it was;
 // a lost race returns the store's conflict error.
 func Append(ctx context.Context, st Store, origin string, logKey note.Signer, cosign Cosigner, entry []byte) (*Appended, error) {
@@ -128,22 +129,39 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 	if err != nil {
 		return nil, err
 	}
+	writes := map[string][]byte{Path(bundleTile(n, n+1)): appendBundle(bundle, entry)}
 	for _, t := range tlog.NewTiles(tileHeight, n, n+1) {
 		data, err := tlog.ReadTileData(t, hr)
 		if err != nil {
 			return nil, fmt.Errorf("transparency log tile %s: %w", Path(t), err)
 		}
-		if err := st.WriteTile(ctx, Path(t), data); err != nil {
-			return nil, err
-		}
+		writes[Path(t)] = data
 	}
-	if err := st.WriteTile(ctx, Path(bundleTile(n, n+1)), appendBundle(bundle, entry)); err != nil {
+	if err := writeTiles(ctx, st, writes); err != nil {
 		return nil, err
 	}
 	if err := st.WriteCheckpoint(ctx, signed, tag); err != nil {
 		return nil, err
 	}
 	return &Appended{Index: n, Checkpoint: cp, Signed: signed}, nil
+}
+
+// writeTiles writes tiles and the entry bundle at once: each is a
+// durable write of its own, and none is read before the checkpoint that
+// follows them names it, so their order does not matter, only that all
+// are done before it.
+func writeTiles(ctx context.Context, st Store, writes map[string][]byte) error {
+	errs := make(chan error, len(writes))
+	for name, data := range writes {
+		go func() { errs <- st.WriteTile(ctx, name, data) }()
+	}
+	var first error
+	for range writes {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 // previousBundle returns the partial entry bundle that entry n extends,
@@ -205,8 +223,8 @@ func parseSigned(signed []byte) (Checkpoint, error) {
 type tileReader struct {
 	ctx  context.Context
 	read func(ctx context.Context, name string) ([]byte, error)
-	// fetched counts tiles read, for benchmarks and request budgets. The
-	// witnesses' consistency proofs are built concurrently from one reader.
+	// fetched counts tiles read, for benchmarks and request budgets.
+	// Witnesses ask for proofs in parallel, so it is atomic.
 	fetched atomic.Int64
 }
 
