@@ -8,23 +8,19 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 // runLib runs bash code with lib.sh sourced, and returns its output. With
 // tty, stdout is a terminal: script(1) gives the shell a pseudo-terminal.
 func runLib(t *testing.T, code string, tty bool, env ...string) string {
 	t.Helper()
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Skip("no bash")
-	}
+	bash := testtool.Find(t, "bash", "apt-get install bash")
 	code = ". ./lib.sh; " + code
 	cmd := exec.Command(bash, "-c", code)
 	if tty {
-		sc, err := exec.LookPath("script")
-		if err != nil {
-			t.Skip("no script(1) (util-linux) to run the helpers on a terminal")
-		}
+		sc := testtool.Find(t, "script", "apt-get install util-linux, for script(1), which runs the helpers on a terminal")
 		cmd = exec.Command(sc, "-qec", bash+" -c '"+code+"'", "/dev/null")
 	}
 	cmd.Env = append(os.Environ(), env...)

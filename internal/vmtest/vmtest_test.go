@@ -6,10 +6,11 @@ import (
 	"debug/pe"
 	"encoding/binary"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/mtuf/mtuf/internal/testtool"
 )
 
 func findTools(t *testing.T) *Tools {
@@ -48,9 +49,7 @@ func TestPEChecksumOfStub(t *testing.T) {
 // it was given.
 func TestBuildImageReproducible(t *testing.T) {
 	tools := findTools(t)
-	if _, err := exec.LookPath("apt-get"); err != nil {
-		t.Skip("no apt-get to download a Debian kernel")
-	}
+	testtool.Find(t, "apt-get", "a Debian system, to download a Debian kernel")
 	ctx := context.Background()
 	k, err := FetchKernel(ctx, "", func(s string) { t.Log(s) })
 	if err != nil {
@@ -121,9 +120,7 @@ func TestBuildImageReproducible(t *testing.T) {
 
 // A kernel package that apt does not know is named, with what to do.
 func TestFetchKernelUnknownPackage(t *testing.T) {
-	if _, err := exec.LookPath("apt-cache"); err != nil {
-		t.Skip("no apt-cache")
-	}
+	testtool.Find(t, "apt-cache", "a Debian system")
 	t.Setenv("MTUF_VM_CACHE", t.TempDir())
 	_, err := FetchKernel(context.Background(), "linux-image-0.0.0-mtuf-none", nil)
 	if err == nil || !strings.Contains(err.Error(), "apt-cache show linux-image-0.0.0-mtuf-none") || !strings.Contains(err.Error(), "apt-get update") {
