@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 
 	fnote "github.com/transparency-dev/formats/note"
@@ -14,31 +16,37 @@ import (
 	"github.com/transparency-dev/tessera/client"
 )
 
-// writeDir lays a store's files out in a directory at their names, as a
-// repository's directory storage does, so a tlog-tiles client can read
-// them by their C2SP paths under log/.
-func writeDir(t *testing.T, files map[string][]byte) string {
+// serveLog serves a store's files over HTTP at their names, as a
+// repository's server does, so a tlog-tiles client reads them by their
+// C2SP paths under /log/. It returns the log's URL.
+func serveLog(t *testing.T, st *memStore) *url.URL {
 	t.Helper()
-	root := t.TempDir()
-	for name, data := range files {
-		p := filepath.Join(root, filepath.FromSlash(name))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		data, err := st.Read(r.Context(), strings.TrimPrefix(r.URL.Path, "/"))
+		if err != nil {
+			http.NotFound(w, r)
+			return
 		}
-		if err := os.WriteFile(p, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		w.Write(data)
+	}))
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL + "/" + Dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return filepath.Join(root, filepath.FromSlash(Dir))
+	return u
 }
 
-// tesseraProofs reads the log under dir with tessera's client: the
+// tesseraProofs reads the log at u with tessera's client: the
 // checkpoint, the entry bundle holding idx, and the inclusion proof of
 // that entry and the consistency proof from old, all built by tessera
 // from our tiles, then verified by merkle/proof against the checkpoint's
 // root. It returns the first error on that path.
-func tesseraProofs(ctx context.Context, dir string, l testLog, idx, old uint64, oldRoot []byte) error {
-	f := client.FileFetcher{Root: dir}
+func tesseraProofs(ctx context.Context, u *url.URL, l testLog, idx, old uint64, oldRoot []byte) error {
+	f, err := client.NewHTTPFetcher(u, nil)
+	if err != nil {
+		return err
+	}
 	v, err := fnote.NewVerifier(l.cfg.Key)
 	if err != nil {
 		return err
@@ -86,17 +94,20 @@ func TestInteropTesseraClient(t *testing.T) {
 	for v := int64(1); v <= 600; v++ {
 		cps = append(cps, l.append(t, st, nil, v).Checkpoint)
 	}
-	dir := writeDir(t, st.files)
+	u := serveLog(t, st)
 
 	for _, c := range []struct{ idx, old uint64 }{
 		{0, 1}, {1, 7}, {255, 256}, {256, 300}, {511, 512}, {512, 513}, {599, 599},
 	} {
-		if err := tesseraProofs(ctx, dir, l, c.idx, c.old, cps[c.old-1].Hash[:]); err != nil {
+		if err := tesseraProofs(ctx, u, l, c.idx, c.old, cps[c.old-1].Hash[:]); err != nil {
 			t.Errorf("tessera's client on our log: entry %d, consistency from %d: %v", c.idx, c.old, err)
 		}
 	}
 	// The entries tessera's bundle reader returns are the ones appended.
-	f := client.FileFetcher{Root: dir}
+	f, err := client.NewHTTPFetcher(u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	b, err := client.GetEntryBundle(ctx, f.ReadEntryBundle, 2, 600)
 	if err != nil {
 		t.Fatal(err)
@@ -105,19 +116,13 @@ func TestInteropTesseraClient(t *testing.T) {
 		t.Fatalf("tessera reads entry bundle 2 as %d entries, not entries 513..600", len(b.Entries))
 	}
 
-	// Each alteration must break a proof that verifies unaltered. The file
-	// is altered in place and restored, as writing the log out again per
-	// case would cost more than the proofs.
+	// Each alteration must break a proof that verifies unaltered.
 	flip := func(name string, at int) {
-		p := filepath.Join(filepath.Dir(dir), filepath.FromSlash(name))
-		d, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		d := bytes.Clone(st.files[name])
 		d[at] ^= 1
-		if err := os.WriteFile(p, d, 0o644); err != nil {
-			t.Fatal(err)
-		}
+		st.files[name] = d
 	}
 	for _, c := range []struct {
 		what, name string
@@ -134,11 +139,11 @@ func TestInteropTesseraClient(t *testing.T) {
 		{"an entry in a bundle", Dir + "tile/entries/001", 2 + 3, 256, 300},
 		{"the checkpoint's signed body", CheckpointPath, len(l.cfg.Origin) + 2, 0, 1},
 	} {
-		if err := tesseraProofs(ctx, dir, l, c.idx, c.old, cps[c.old-1].Hash[:]); err != nil {
+		if err := tesseraProofs(ctx, u, l, c.idx, c.old, cps[c.old-1].Hash[:]); err != nil {
 			t.Fatalf("untampered: entry %d, consistency from %d: %v", c.idx, c.old, err)
 		}
 		flip(c.name, c.at)
-		err := tesseraProofs(ctx, dir, l, c.idx, c.old, cps[c.old-1].Hash[:])
+		err := tesseraProofs(ctx, u, l, c.idx, c.old, cps[c.old-1].Hash[:])
 		if err == nil {
 			t.Errorf("with %s (%s) altered, tessera's client still verifies entry %d and consistency from %d", c.what, c.name, c.idx, c.old)
 		}
