@@ -622,31 +622,9 @@ and status, bytes sent and time to answer by kind.`,
 				handler = repo.Handler(fs.Dir())
 			}
 			handler = serveTelemetry(handler, logger)
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("listen on %s: %w", addr, err)
-			}
-			srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-			if readyFile != "" {
-				if err := safefile.WriteFile(readyFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
-					ln.Close()
-					return err
-				}
-			}
-			fmt.Fprintf(g.stdout, "serving %s on http://%s\n", storage, ln.Addr())
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
-			select {
-			case err := <-errc:
-				return err
-			case <-cmd.Context().Done():
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					return err
-				}
-				return nil
-			}
+			return serveHTTP(cmd.Context(), handler, addr, readyFile, func(bound string) {
+				fmt.Fprintf(g.stdout, "serving %s on http://%s\n", storage, bound)
+			})
 		},
 	}
 	c.Flags().StringVar(&storage, "storage", "", "repository storage: file://DIR")
@@ -654,4 +632,36 @@ and status, bytes sent and time to answer by kind.`,
 	c.Flags().StringVar(&readyFile, "ready-file", "", "write the bound address to `FILE` once listening")
 	c.Flags().StringVar(&logFormat, "log-format", telemetry.LogText, telemetry.LogFormatUsage)
 	return c
+}
+
+// serveHTTP serves handler on addr until ctx ends (the command is
+// interrupted), then shuts down gracefully. Once listening, it writes the
+// bound address to readyFile, when given, for scripts that started the
+// server on port 0, and tells announce.
+func serveHTTP(ctx context.Context, handler http.Handler, addr, readyFile string, announce func(bound string)) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	if readyFile != "" {
+		if err := safefile.WriteFile(readyFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	announce(ln.Addr().String())
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(shutdown); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	}
 }

@@ -1,18 +1,14 @@
 package mtufcmd
 
 import (
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -152,31 +148,9 @@ func newWitnessServeCmd(g *globals) *cobra.Command {
 				}
 				ws.Logs[v.Name()] = v
 			}
-			ln, err := net.Listen("tcp", addr)
-			if err != nil {
-				return fmt.Errorf("listen on %s: %w", addr, err)
-			}
-			srv := &http.Server{Handler: ws, ReadHeaderTimeout: 10 * time.Second}
-			if readyFile != "" {
-				if err := safefile.WriteFile(readyFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
-					ln.Close()
-					return err
-				}
-			}
-			fmt.Fprintf(g.stdout, "witness %s on http://%s\n", signer.Name(), ln.Addr())
-			errc := make(chan error, 1)
-			go func() { errc <- srv.Serve(ln) }()
-			select {
-			case err := <-errc:
-				return err
-			case <-cmd.Context().Done():
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-					return err
-				}
-				return nil
-			}
+			return serveHTTP(cmd.Context(), ws, addr, readyFile, func(bound string) {
+				fmt.Fprintf(g.stdout, "witness %s on http://%s\n", signer.Name(), bound)
+			})
 		},
 	}
 	c.Flags().StringVar(&key, "key", "", "the witness's private key `FILE` ('mtuf witness keygen')")
