@@ -61,25 +61,7 @@ const (
 // skips the test without local-kms (fails it under CI=true).
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := Run(context.Background())
-	if errors.Is(err, ErrNotInstalled) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true: %v", err)
-		}
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("local-kms log: %s", s.Log())
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("stop local-kms: %v", err)
-		}
-	})
-	return s
+	return testtool.StartServer(t, "local-kms", Run, ErrNotInstalled)
 }
 
 // startedRE is the log line that names the port the server listens on.

@@ -214,25 +214,7 @@ var ErrNotInstalled = errors.New("versitygw not found in $MTUF_TOOLS_BIN, .tools
 // server means a broken CI setup.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s, err := Run(context.Background())
-	if errors.Is(err, ErrNotInstalled) {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true: %v", err)
-		}
-		t.Skip(err)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("versitygw log: %s", s.Log())
-		}
-		if err := s.Close(); err != nil {
-			t.Errorf("stop versitygw: %v", err)
-		}
-	})
-	return s
+	return testtool.StartServer(t, "versitygw", Run, ErrNotInstalled)
 }
 
 // Run starts versitygw with a POSIX backend in a temporary directory, on a

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -114,4 +115,64 @@ func (c *Cosign) VerifyBlob(t testing.TB, pubFile, sigFile, blobFile string) (st
 	t.Helper()
 	return c.Run(t, []string{"SIGSTORE_CT_LOG_PUBLIC_KEY_FILE=" + pubFile},
 		"verify-blob", "--key", pubFile, "--signature", sigFile, "--insecure-ignore-tlog=true", blobFile)
+}
+
+// fuzzMinimizeLimit bounds how many runs the fuzzing engine spends
+// minimizing an input, unless -fuzzminimizetime says otherwise. The
+// engine minimizes every input that finds new coverage, for 60 seconds by
+// default, by trying to remove every subset of its bytes: quadratic in
+// the input's length. On the inputs of hundreds of bytes that parsers of
+// JSON and YAML grow from their seeds, that takes the whole minute each
+// time, and fuzzing stalls at a few executions. scripts/fuzz.sh passes
+// the same bound to every target.
+const fuzzMinimizeLimit = "1000x"
+
+// MainWithFuzzMinimizeLimit is a TestMain that runs m with the fuzzing
+// engine's minimization bounded (see fuzzMinimizeLimit), so that a plain
+// 'go test -fuzz' does not stall.
+func MainWithFuzzMinimizeLimit(m *testing.M) {
+	flag.Parse()
+	given := false
+	flag.Visit(func(f *flag.Flag) { given = given || f.Name == "test.fuzzminimizetime" })
+	if !given {
+		if err := flag.Set("test.fuzzminimizetime", fuzzMinimizeLimit); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// Server is a real server a test helper started (versitygw, local-kms).
+type Server interface {
+	Close() error
+	// Log is the tail of the server's log, shown when a test fails.
+	Log() string
+}
+
+// StartServer starts a server with run for the rest of the test: it skips
+// the test when run reports notInstalled (fails it under CI=true, where a
+// missing server means a broken CI setup), shows the server's log when the
+// test fails, and stops the server when the test ends.
+func StartServer[S Server](t testing.TB, name string, run func(context.Context) (S, error), notInstalled error) S {
+	t.Helper()
+	s, err := run(context.Background())
+	if errors.Is(err, notInstalled) {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true: %v", err)
+		}
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("%s log: %s", name, s.Log())
+		}
+		if err := s.Close(); err != nil {
+			t.Errorf("stop %s: %v", name, err)
+		}
+	})
+	return s
 }
