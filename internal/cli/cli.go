@@ -6,6 +6,8 @@ package cli
 import (
 	"errors"
 	"fmt"
+
+	"github.com/spf13/cobra"
 )
 
 // Exit statuses of every command. Scripts rely on them: 0 only on success.
@@ -67,4 +69,19 @@ func Code(err error) (code int, silent bool) {
 func IsUsage(err error) bool {
 	code, _ := Code(err)
 	return code == ExitUsage
+}
+
+// NoArgs is the Args check of a command that takes only flags: an
+// argument is a usage error that points at the command's help.
+func NoArgs(c *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return Usage(fmt.Errorf("unexpected argument %q (see '%s --help')", args[0], c.CommandPath()))
+	}
+	return nil
+}
+
+// FlagError is the flag error function of a command (SetFlagErrorFunc):
+// a bad flag is a usage error that points at the command's help.
+func FlagError(c *cobra.Command, err error) error {
+	return Usage(fmt.Errorf("%w (see '%s --help')", err, c.CommandPath()))
 }

@@ -51,12 +51,7 @@ files are replaced.`,
   pcr-reader import --in release-v2.15.0.json --out-dir imported --platform azure-sev-snp
   mtuf repo publish --workspace ws --measurements imported/v1.0.0/azure-sev-snp/measurements.json \
       --image v1.0.0 --platform azure-sev-snp`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return cli.Usage(fmt.Errorf("unexpected argument %q (see 'pcr-reader import --help')", args[0]))
-			}
-			return nil
-		},
+		Args: cli.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runImport(o, stdout)
 		},

@@ -89,21 +89,14 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
   pcr-reader import --in measurements.yaml --image v1.0.0 --out-dir imported`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return cli.Usage(fmt.Errorf("unexpected argument %q", args[0]))
-			}
-			return nil
-		},
+		Args:          cli.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd.Context(), o, stdout, stderr)
 		},
 	}
 	c.SetOut(stdout)
 	c.SetErr(stderr)
-	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return cli.Usage(fmt.Errorf("%w (see 'pcr-reader --help')", err))
-	})
+	c.SetFlagErrorFunc(cli.FlagError)
 	f := c.Flags()
 	f.StringVar(&o.tpmSpec, "tpm", "", "TPM to read: /dev/tpmrm0, tcp://HOST:PORT, sim or sim:SEED")
 	f.StringVar(&o.agentURL, "agent", "", "read from a node's mtuf-agent at `URL` instead (http://HOST:PORT)")

@@ -88,21 +88,14 @@ Platforms: ` + strings.Join(metadata.Platforms(), ", "),
       --link-key precalc.key`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) > 0 {
-				return cli.Usage(fmt.Errorf("unexpected argument %q", args[0]))
-			}
-			return nil
-		},
+		Args:          cli.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return run(cmd.Context(), o, stdout, stderr)
 		},
 	}
 	c.SetOut(stdout)
 	c.SetErr(stderr)
-	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return cli.Usage(fmt.Errorf("%w (see 'pcr-precalc --help')", err))
-	})
+	c.SetFlagErrorFunc(cli.FlagError)
 	f := c.Flags()
 	f.StringVar(&o.image, "image", "", "boot image `PATH`: a UKI, an ESP (FAT image or directory) or a GPT disk image")
 	f.StringVar(&o.version, "image-version", "", "image `VERSION` the PCRs belong to")
