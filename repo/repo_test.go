@@ -419,12 +419,16 @@ func TestStatus(t *testing.T) {
 }
 
 // failingStorage fails the k-th write, as a crash or a network error at
-// that point would.
+// that point would. With failName set it fails instead the first write
+// whose name starts with failName: writes made in parallel (tiles and entry
+// bundles) reach storage in no fixed order, so a count alone cannot aim at
+// one of them.
 type failingStorage struct {
 	Storage
-	mu     sync.Mutex
-	writes int
-	failAt int
+	mu       sync.Mutex
+	writes   int
+	failAt   int
+	failName string
 	// failed names the write that was failed.
 	failed string
 }
@@ -435,7 +439,11 @@ func (f *failingStorage) hit(name string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.writes++
-	if f.writes == f.failAt {
+	aimed := f.failAt != 0 && f.writes == f.failAt
+	if f.failName != "" && f.failed == "" && strings.HasPrefix(name, f.failName) {
+		aimed = true
+	}
+	if aimed {
 		f.failed = name
 		return errInjected
 	}
