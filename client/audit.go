@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -124,7 +125,7 @@ func (c *Client) Audit(ctx context.Context, follow bool) (*AuditReport, error) {
 			st = prev
 		}
 	}
-	a := &auditor{c: c, fetch: fetch, files: map[string]*cachedFile{}, rootsChecked: map[string]bool{}, st: st,
+	a := &auditor{c: c, fetch: fetch, files: map[string]*cachedFile{}, rootsChecked: map[string]bool{}, st: st, bins: map[string][]targetEntry{},
 		rep: &AuditReport{Origin: cp.Origin, From: st.Seen.Size, Size: cp.Size, Measurements: []PublishedMeasurement{}, Problems: []AuditProblem{}}}
 	var batch []loggedEntry
 	err = r.Entries(ctx, cp, st.Seen.Size, func(i int64, data []byte) error {
@@ -143,6 +144,7 @@ func (c *Client) Audit(ctx context.Context, follow bool) (*AuditReport, error) {
 		return nil, fmt.Errorf("%w: %w", ErrUntrusted, err)
 	}
 	if follow {
+		a.saveBins()
 		st.Seen = translog.Seen{Origin: cp.Origin, Size: cp.Size, Hash: cp.Hash[:]}
 		if err := c.saveAudit(st); err != nil {
 			return nil, err
@@ -165,9 +167,15 @@ type auditor struct {
 	// the root in force, which changes rarely.
 	rootsChecked map[string]bool
 	keys         verifiers
+	// bins holds the targets of each bin's last version replayed.
+	bins map[string][]targetEntry
 }
 
 type cachedFile struct {
+	// keep marks roots and delegators, which later entries read again;
+	// the other files are dropped after their batch, so that an audit's
+	// memory does not grow with the log.
+	keep atomic.Bool
 	once sync.Once
 	data []byte
 	sum  [32]byte
@@ -198,6 +206,26 @@ func (f *cachedFile) full(role string) (*tuf.Metadata[tuf.SnapshotType], *tuf.Me
 	return f.fullSnap, f.fullTgts, f.fullErr
 }
 
+// fromFull fills the parts the audit reads from go-tuf's parse.
+func (f *cachedFile) fromFull(role string) error {
+	snap, tgts, err := f.full(role)
+	if err != nil {
+		return err
+	}
+	if snap != nil {
+		f.snap = &lightSnapshot{}
+		for name, m := range snap.Signed.Meta {
+			f.snap.Meta = append(f.snap.Meta, metaEntry{Name: []byte(name), Version: m.Version})
+		}
+		return nil
+	}
+	f.tgts = &lightTargets{}
+	for name, t := range tgts.Signed.Targets {
+		f.tgts.Targets = append(f.tgts.Targets, targetEntry{Name: name, SHA256: t.Hashes["sha256"]})
+	}
+	return nil
+}
+
 // delegations returns the delegations of a targets-type file, parsed by
 // go-tuf.
 func (f *cachedFile) delegations(role string) (*tuf.Metadata[tuf.TargetsType], error) {
@@ -206,9 +234,20 @@ func (f *cachedFile) delegations(role string) (*tuf.Metadata[tuf.TargetsType], e
 }
 
 func (f *cachedFile) sigKeyIDs() []string {
-	ids := make([]string, len(f.env.Signatures))
-	for k, s := range f.env.Signatures {
-		ids[k] = s.KeyID
+	var ids []string
+	switch {
+	case f.env != nil:
+		for _, s := range f.env.Signatures {
+			ids = append(ids, s.KeyID)
+		}
+	case f.fullSnap != nil:
+		for _, s := range f.fullSnap.Signatures {
+			ids = append(ids, s.KeyID)
+		}
+	case f.fullTgts != nil:
+		for _, s := range f.fullTgts.Signatures {
+			ids = append(ids, s.KeyID)
+		}
 	}
 	return ids
 }
@@ -253,20 +292,20 @@ func (a *auditor) load(ctx context.Context, role string, v int64) (string, *cach
 		f.sum = sha256.Sum256(data)
 		switch role {
 		case tuf.ROOT:
+			f.keep.Store(true)
 			f.root, f.parseErr = (&tuf.Metadata[tuf.RootType]{}).FromBytes(data)
 			return
 		case tuf.SNAPSHOT:
-			f.snap = &lightSnapshot{}
-			f.env, f.parseErr = parseEnvelope(data, tuf.SNAPSHOT, f.snap)
+			f.env, f.snap, f.parseErr = parseSnapshot(data)
 		default:
-			f.tgts = &lightTargets{}
-			f.env, f.parseErr = parseEnvelope(data, tuf.TARGETS, f.tgts)
+			f.env, f.tgts, f.parseErr = parseTargets(data)
 		}
 		if f.parseErr != nil {
-			// go-tuf's words for what is wrong, when it finds something.
-			if _, _, err := f.full(role); err != nil {
-				f.parseErr = err
-			}
+			// The one-pass reader leaves the file to go-tuf: its
+			// words for what is wrong, or its reading of the file,
+			// whose signatures it then judges too.
+			f.env = nil
+			f.parseErr = f.fromFull(role)
 		}
 	})
 	return name, f
@@ -312,6 +351,11 @@ func (a *auditor) auditBatch(ctx context.Context, batch []loggedEntry) {
 		a.rep.Problems = append(a.rep.Problems, r.problems...)
 		for _, b := range r.bins {
 			a.measurements(r.i, batch[k].e.SnapshotVersion, b.role, b.md)
+		}
+	}
+	for name, f := range a.files {
+		if !f.keep.Load() {
+			delete(a.files, name)
 		}
 	}
 }
@@ -365,7 +409,7 @@ func (a *auditor) entry(ctx context.Context, r *entryResult, e *translog.Entry) 
 		if !a.matches(r, name, tf, f.SHA256) {
 			continue
 		}
-		if m, ok := snap.snap.Meta[f.Role+".json"]; !ok || m.Version != f.Version {
+		if v, ok := snap.snap.version(f.Role + ".json"); !ok || v != f.Version {
 			r.problem(name, "the snapshot of this entry does not name this version")
 		}
 		a.checkDelegated(ctx, r, name, f.Role, tf, root, snap.snap)
@@ -438,12 +482,13 @@ func (a *auditor) checkDelegated(ctx context.Context, r *entryResult, name, role
 		})
 		return
 	}
-	tm, ok := snap.Meta["targets.json"]
+	tv, ok := snap.version("targets.json")
 	if !ok {
 		r.problem(name, "the snapshot names no targets")
 		return
 	}
-	tName, targetsFile := a.load(ctx, tuf.TARGETS, tm.Version)
+	tName, targetsFile := a.load(ctx, tuf.TARGETS, tv)
+	targetsFile.keep.Store(true)
 	targets, err := targetsFile.delegations(tuf.TARGETS)
 	if err := cmpErr(targetsFile.err, err); err != nil {
 		r.problem(tName, err.Error())
@@ -473,11 +518,12 @@ func (a *auditor) checkDelegated(ctx context.Context, r *entryResult, name, role
 		}
 	}
 	for _, dr := range d.Roles {
-		pm, ok := snap.Meta[dr.Name+".json"]
+		pv, ok := snap.version(dr.Name + ".json")
 		if !ok {
 			continue
 		}
-		pName, parentFile := a.load(ctx, dr.Name, pm.Version)
+		pName, parentFile := a.load(ctx, dr.Name, pv)
+		parentFile.keep.Store(true)
 		parent, err := parentFile.delegations(dr.Name)
 		if err := cmpErr(parentFile.err, err); err != nil {
 			r.problem(pName, err.Error())
@@ -512,24 +558,58 @@ func (a *auditor) signedBy(r *entryResult, name string, role *tuf.Role, sigs []s
 	}
 }
 
-// measurements lists the measurements documents a bin adds or changes.
+// measurements lists the measurements documents a bin adds or changes:
+// a merge of its sorted targets with those of the bin's last version,
+// which formats and parses only what changed.
 func (a *auditor) measurements(i, snapVersion int64, role string, md *lightTargets) {
-	old := a.st.Bins[role]
-	cur := map[string]string{}
-	for _, name := range slices.Sorted(mapKeys(md.Targets)) {
-		t := md.Targets[name]
-		sum := hex.EncodeToString(t.Hashes["sha256"])
-		cur[name] = sum
-		if old[name] == sum {
+	byName := func(a, b targetEntry) int { return strings.Compare(a.Name, b.Name) }
+	if !slices.IsSortedFunc(md.Targets, byName) {
+		slices.SortFunc(md.Targets, byName)
+	}
+	old, ok := a.bins[role]
+	if !ok {
+		old = binFromState(a.st.Bins[role])
+	}
+	k := 0
+	for _, t := range md.Targets {
+		for k < len(old) && old[k].Name < t.Name {
+			k++
+		}
+		if k < len(old) && old[k].Name == t.Name && bytes.Equal(old[k].SHA256, t.SHA256) {
 			continue
 		}
-		tc, err := metadata.ParseTarget(name)
+		tc, err := metadata.ParseTarget(t.Name)
 		if err != nil || tc.Kind != metadata.KindMeasurements {
 			continue
 		}
-		a.rep.Measurements = append(a.rep.Measurements, PublishedMeasurement{Image: tc.Image, Platform: tc.Platform, Target: name, SHA256: sum, Snapshot: snapVersion, LogIndex: i})
+		a.rep.Measurements = append(a.rep.Measurements, PublishedMeasurement{Image: tc.Image, Platform: tc.Platform, Target: t.Name, SHA256: hex.EncodeToString(t.SHA256), Snapshot: snapVersion, LogIndex: i})
 	}
-	a.st.Bins[role] = cur
+	a.bins[role] = md.Targets
+}
+
+// binFromState is a bin's targets as a followed audit recorded them.
+func binFromState(hashes map[string]string) []targetEntry {
+	out := make([]targetEntry, 0, len(hashes))
+	for name, sum := range hashes {
+		b, err := hex.DecodeString(sum)
+		if err != nil {
+			continue // reported again as changed, which it then is
+		}
+		out = append(out, targetEntry{Name: name, SHA256: b})
+	}
+	slices.SortFunc(out, func(a, b targetEntry) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// saveBins records in the state the bins the audit replayed.
+func (a *auditor) saveBins() {
+	for role, targets := range a.bins {
+		m := make(map[string]string, len(targets))
+		for _, t := range targets {
+			m[t.Name] = hex.EncodeToString(t.SHA256)
+		}
+		a.st.Bins[role] = m
+	}
 }
 
 // cmpErr returns the first of errs that is not nil.
@@ -555,16 +635,6 @@ func unionRole(a, b *tuf.Role) *tuf.Role {
 		}
 	}
 	return &tuf.Role{KeyIDs: ids, Threshold: a.Threshold}
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 func (c *Client) loadAudit() (*auditState, error) {

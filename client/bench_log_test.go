@@ -160,24 +160,28 @@ func (c countingWriter) Write(p []byte) (int, error) {
 	return c.ResponseWriter.Write(p)
 }
 
-// BenchmarkAudit replays a log of 1,000 publishes on a repository of
-// 10,000 targets, from files.
+// BenchmarkAudit replays a log of publishes, read from files: 1,000 on a
+// repository of 10,000 targets, 300 on one of 100,000, whose bins are
+// ten times larger.
 func BenchmarkAudit(b *testing.B) {
-	const entries = 1000
-	dir := b.TempDir()
-	logBenchRepo(b, dir, 10000, entries)
-	root, _ := os.ReadFile(filepath.Join(dir, "repo", "metadata", "1.root.json"))
-	cl, err := client.Init(filepath.Join(dir, "state"), filepath.Join(dir, "repo"), root)
-	if err != nil {
-		b.Fatal(err)
+	for _, c := range []struct{ targets, entries int }{{10000, 1000}, {100000, 300}} {
+		b.Run(fmt.Sprintf("targets=%d", c.targets), func(b *testing.B) {
+			dir := b.TempDir()
+			logBenchRepo(b, dir, c.targets, c.entries)
+			root, _ := os.ReadFile(filepath.Join(dir, "repo", "metadata", "1.root.json"))
+			cl, err := client.Init(filepath.Join(dir, "state"), filepath.Join(dir, "repo"), root)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var total int64
+			for b.Loop() {
+				rep, err := cl.Audit(context.Background(), false)
+				if err != nil || len(rep.Problems) != 0 {
+					b.Fatalf("audit: %v %v", err, rep.Problems)
+				}
+				total += rep.Size
+			}
+			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "entries/s")
+		})
 	}
-	var total int64
-	for b.Loop() {
-		rep, err := cl.Audit(context.Background(), false)
-		if err != nil || len(rep.Problems) != 0 {
-			b.Fatalf("audit: %v %v", err, rep.Problems)
-		}
-		total += rep.Size
-	}
-	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "entries/s")
 }

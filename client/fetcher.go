@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -74,7 +75,11 @@ func (f *fetcher) file(u *url.URL, rawURL string, maxLength int64) ([]byte, erro
 		return nil, fmt.Errorf("read %s: %w", u.Path, err)
 	}
 	defer fh.Close()
-	return readLimited(fh, maxLength, rawURL)
+	var size int64
+	if st, err := fh.Stat(); err == nil {
+		size = st.Size()
+	}
+	return readLimited(fh, size, maxLength, rawURL)
 }
 
 func (f *fetcher) httpGet(rawURL string, maxLength int64) ([]byte, error) {
@@ -97,19 +102,25 @@ func (f *fetcher) httpGet(rawURL string, maxLength int64) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, &tuf.ErrDownloadHTTP{StatusCode: resp.StatusCode, URL: rawURL}
 	}
-	if cl := resp.Header.Get("Content-Length"); cl != "" {
-		if n, err := strconv.ParseInt(cl, 10, 64); err == nil && n > maxLength {
-			return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is %d bytes, more than the %d expected", rawURL, n, maxLength)}
-		}
+	if resp.ContentLength > maxLength {
+		return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is %d bytes, more than the %d expected", rawURL, resp.ContentLength, maxLength)}
 	}
-	return readLimited(resp.Body, maxLength, rawURL)
+	return readLimited(resp.Body, resp.ContentLength, maxLength, rawURL)
 }
 
-func readLimited(r io.Reader, maxLength int64, what string) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, maxLength+1))
+// readLimited reads at most maxLength bytes of r. size, when known (a
+// file's, a Content-Length), sizes the buffer at once, which saves the
+// reads and copies of a buffer grown as it fills.
+func readLimited(r io.Reader, size, maxLength int64, what string) ([]byte, error) {
+	var buf bytes.Buffer
+	if size > 0 && size <= maxLength {
+		buf.Grow(int(size) + bytes.MinRead)
+	}
+	_, err := buf.ReadFrom(io.LimitReader(r, maxLength+1))
 	if err != nil {
 		return nil, fmt.Errorf("download %s: %w", what, err)
 	}
+	data := buf.Bytes()
 	if int64(len(data)) > maxLength {
 		return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is more than the %d bytes expected", what, maxLength)}
 	}

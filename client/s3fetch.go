@@ -137,7 +137,7 @@ func (f *fetcher) s3Get(rawURL string, maxLength int64) ([]byte, error) {
 	if n > maxLength {
 		return nil, &tuf.ErrDownloadLengthMismatch{Msg: fmt.Sprintf("%s is %d bytes, more than the %d expected", loc, n, maxLength)}
 	}
-	return readLimited(body, maxLength, loc.String())
+	return readLimited(body, n, maxLength, loc.String())
 }
 
 // s3Open starts reading a repository file from a bucket, for a caller

@@ -19,6 +19,7 @@ targets="
 ./client FuzzNormalizeRepositoryURL
 ./client FuzzParseS3URL
 ./client FuzzFetchMetadata
+./client FuzzAuditReader
 ./internal/agentapi FuzzFetchAttestation
 ./internal/agentapi FuzzParsePublicKeyPEM
 ./intoto FuzzInTotoLink
