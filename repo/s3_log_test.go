@@ -434,7 +434,8 @@ func testS3LogPlantedClaim(t *testing.T, fx *s3Fixture) {
 	tsBefore, _ := st.Get(ctx, "metadata/timestamp.json")
 	cpBefore, _ := st.Get(ctx, translog.CheckpointPath)
 	_, err = r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)})
-	if !errors.Is(err, translog.ErrTampered) || !strings.Contains(err.Error(), planted) || !strings.Contains(err.Error(), "not signed by the snapshot keys") {
+	if !errors.Is(err, translog.ErrForeignEntry) || !strings.Contains(err.Error(), planted) ||
+		!strings.Contains(err.Error(), "metadata/99.snapshot.json is not signed by the snapshot keys") || !strings.Contains(err.Error(), "delete that entry bundle") {
 		t.Fatalf("publish over a planted entry: %v", err)
 	}
 	tsAfter, _ := st.Get(ctx, "metadata/timestamp.json")

@@ -187,24 +187,30 @@ var _ translog.Claims = claimingLogStore{}
 // the snapshot key wrote: a publisher writes its snapshot before it claims
 // an entry for it, so one that died or lost a race leaves both.
 func (l claimingLogStore) CheckClaimed(ctx context.Context, data []byte) error {
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s; delete that entry bundle from storage and publish again", translog.ErrForeignEntry, fmt.Sprintf(format, args...))
+	}
 	e, err := translog.ParseEntry(data)
 	if err != nil {
-		return fmt.Errorf("%w: %w", translog.ErrTampered, err)
+		return refuse("%v", err)
 	}
 	name := fmt.Sprintf("metadata/%d.snapshot.json", e.SnapshotVersion)
 	snap, err := l.st.Get(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return refuse("it names %s, which storage does not hold", name)
+	}
 	if err != nil {
-		return fmt.Errorf("%w: the snapshot it names: %w", translog.ErrTampered, err)
+		return err
 	}
 	if sum := sha256.Sum256(snap); !bytes.Equal(sum[:], e.SnapshotSHA256) {
-		return fmt.Errorf("%w: it names %s with SHA-256 %x, storage holds one with %x", translog.ErrTampered, name, e.SnapshotSHA256, sum)
+		return refuse("it names %s with SHA-256 %x, storage holds one with %x", name, e.SnapshotSHA256, sum)
 	}
 	md, err := decodeMetadata[tuf.SnapshotType](name, snap)
 	if err != nil {
-		return fmt.Errorf("%w: %w", translog.ErrTampered, err)
+		return refuse("%v", err)
 	}
 	if err := l.root.VerifyDelegate(tuf.SNAPSHOT, md); err != nil {
-		return fmt.Errorf("%w: %s is not signed by the snapshot keys of root v%d: %w", translog.ErrTampered, name, l.root.Signed.Version, err)
+		return refuse("%s is not signed by the snapshot keys of root v%d (%v)", name, l.root.Signed.Version, err)
 	}
 	return nil
 }

@@ -45,7 +45,8 @@ type Claims interface {
 	Store
 	// CheckClaimed accepts an entry that another appender claimed, before
 	// Append signs a checkpoint that covers it: the log key must not sign
-	// whatever someone with write access to storage put there.
+	// whatever someone with write access to storage put there. Its
+	// refusals wrap ErrForeignEntry.
 	CheckClaimed(ctx context.Context, entry []byte) error
 }
 
@@ -69,11 +70,11 @@ type Appended struct {
 // Append adds one entry to the log in st: it reads the checkpoint, checks
 // the tiles it extends against it, computes the new tiles, signs the new
 // checkpoint with logKey, has it cosigned (cosign may be nil when the root
-// names no witnesses), then writes the tiles in parallel, and the
-// checkpoint last with a conditional write. The entry bundle comes first:
-// on a Claims store it decides the entry's index (see Claims). Until the
-// checkpoint is written the log is as it was; a lost race returns the
-// store's conflict error.
+// names no witnesses), then writes the tiles and entry bundle in parallel,
+// and the checkpoint last with a conditional write. On a Claims store the
+// entry bundle is written first, on its own, since it decides the entry's
+// index. Until the checkpoint is written the log is as it was; a lost race
+// returns the store's conflict error.
 func Append(ctx context.Context, st Store, origin string, logKey note.Signer, cosign Cosigner, entry []byte) (*Appended, error) {
 	if len(entry) > maxEntrySize {
 		return nil, fmt.Errorf("log entry of %d bytes is larger than %d", len(entry), maxEntrySize)
@@ -102,9 +103,17 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 	if err != nil {
 		return nil, err
 	}
-	records, err := claim(ctx, st, n, prev, entry)
-	if err != nil {
-		return nil, err
+	// A store that serializes appenders takes the bundle with the tiles;
+	// on one that does not, the bundle decides the entry's index first.
+	records := [][]byte{entry}
+	writes := map[string][]byte{}
+	if cs, ok := st.(Claims); ok {
+		if records, err = claim(ctx, cs, n, prev, entry); err != nil {
+			return nil, err
+		}
+	} else {
+		// Clipped, as in claim.
+		writes[Path(bundleTile(n, n+1))] = appendBundle(slices.Clip(prev), entry)
 	}
 	size := n + int64(len(records))
 	base := tlog.StoredHashCount(n)
@@ -162,7 +171,6 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 			return nil, err
 		}
 	}
-	writes := map[string][]byte{}
 	for _, t := range tlog.NewTiles(tileHeight, n, size) {
 		data, err := tlog.ReadTileData(t, hr)
 		if err != nil {
@@ -181,10 +189,10 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 
 // claim writes the entry bundle that puts entry at index n, after prev,
 // the bundle ending at n-1 (nil when n starts a bundle). When another
-// appender took that bundle first, Claims stores accept its entry there
-// and claim the next index, and so on. It returns the entries from index
-// n on, entry last.
-func claim(ctx context.Context, st Store, n int64, prev, entry []byte) ([][]byte, error) {
+// appender took that bundle first, it takes the entry there, once st
+// accepts it, and claims the next index, and so on. It returns the entries
+// from index n on, entry last.
+func claim(ctx context.Context, st Claims, n int64, prev, entry []byte) ([][]byte, error) {
 	var records [][]byte
 	for i := n; ; i++ {
 		if i%(1<<tileHeight) == 0 {
@@ -197,12 +205,11 @@ func claim(ctx context.Context, st Store, n int64, prev, entry []byte) ([][]byte
 		if err == nil {
 			return append(records, entry), nil
 		}
-		cs, ok := st.(Claims)
-		if !ok || !errors.Is(err, fs.ErrExist) {
+		if !errors.Is(err, fs.ErrExist) {
 			return nil, err
 		}
 		if len(records) == maxClaimed {
-			return nil, fmt.Errorf("transparency log: %d entries past the checkpoint at size %d were claimed by appenders that did not finish; is another tool writing to %s? (%w)", maxClaimed, n, Dir, err)
+			return nil, fmt.Errorf("transparency log: %d entries past the checkpoint at size %d were claimed by appenders that did not finish, up to %s; is another tool writing to %s?", maxClaimed, n, name, Dir)
 		}
 		taken, err := st.Read(ctx, name)
 		if err != nil {
@@ -216,18 +223,17 @@ func claim(ctx context.Context, st Store, n int64, prev, entry []byte) ([][]byte
 		if !ok || err != nil || len(claimed) != 1 {
 			return nil, fmt.Errorf("%w: %s past the checkpoint does not extend the log by one entry", ErrTampered, name)
 		}
-		if err := cs.CheckClaimed(ctx, claimed[0]); err != nil {
-			return nil, fmt.Errorf("transparency log entry %d, claimed in %s: %w", i, name, err)
+		if err := st.CheckClaimed(ctx, claimed[0]); err != nil {
+			return nil, fmt.Errorf("transparency log entry %d, claimed in %s past the checkpoint: %w", i, name, err)
 		}
 		records = append(records, claimed[0])
 		prev = taken
 	}
 }
 
-// writeTiles writes tiles at once: each is a
-// durable write of its own, and none is read before the checkpoint that
-// follows them names it, so their order does not matter, only that all
-// are done before it.
+// writeTiles writes tiles and bundles at once: each is a durable write of
+// its own, and none is read before the checkpoint that follows them names
+// it, so their order does not matter, only that all are done before it.
 func writeTiles(ctx context.Context, st Store, writes map[string][]byte) error {
 	errs := make(chan error, len(writes))
 	for name, data := range writes {
