@@ -3,6 +3,7 @@ package repo
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"io/fs"
 	"maps"
 	"net/http"
+	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mtuf/mtuf/internal/s3test"
 	"github.com/mtuf/mtuf/keys"
@@ -24,9 +27,10 @@ import (
 )
 
 // newS3LogRepo is newS3Repo for a repository whose root declares a
-// transparency log. The log key goes into a copy of the fixture's keys,
+// transparency log, cosigned by the given witnesses, whose servers are
+// told the log's key. The log key goes into a copy of the fixture's keys,
 // which other subtests share.
-func newS3LogRepo(t *testing.T, fx *s3Fixture, prefix string) (*testRepo, string) {
+func newS3LogRepo(t *testing.T, fx *s3Fixture, prefix string, witnesses []translog.Witness, quorum int, servers ...*httptest.Server) (*testRepo, string) {
 	t.Helper()
 	if err := fx.srv.SetReadPolicy(context.Background(), prefix, []string{s3test.Anyone}); err != nil {
 		t.Fatal(err)
@@ -38,7 +42,18 @@ func newS3LogRepo(t *testing.T, fx *s3Fixture, prefix string) (*testRepo, string
 	k["log"] = newTestKey(t, signers, "log-test", keys.ED25519)
 	cfg := fx.cfg
 	cfg.Storage = fx.srv.URL(prefix)
-	cfg.Log = &LogSettings{Origin: "example.com/mtuf-s3-test", Key: k["log"]}
+	cfg.Log = &LogSettings{Origin: "example.com/mtuf-s3-test", Key: k["log"], Witnesses: witnesses, Quorum: quorum}
+	vkey, err := note.NewEd25519VerifierKey(cfg.Log.Origin, signers[k["log"]].Public().(ed25519.PublicKey))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range servers {
+		srv.Config.Handler.(*translog.WitnessServer).Logs[cfg.Log.Origin] = v
+	}
 	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, signers, nil)
 	if err != nil {
 		t.Fatalf("Init on %s: %v", cfg.Storage, err)
@@ -124,7 +139,7 @@ func checkLogged(t *testing.T, st Storage, entries []*translog.Entry, v int64) {
 // each new version, as a mirror does.
 func testS3LogEverySnapshot(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	r, base := newS3LogRepo(t, fx, "log/every")
+	r, base := newS3LogRepo(t, fx, "log/every", nil, 0)
 	st := r.ws.Storage
 	c := &s3LogClient{base: base, root: s3Root(t, st)}
 	cp, entries := logEntriesIn(t, st)
@@ -188,7 +203,7 @@ func testS3LogEverySnapshot(t *testing.T, fx *s3Fixture) {
 // before.
 func testS3LogConcurrentPublishers(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	r, base := newS3LogRepo(t, fx, "log/many")
+	r, base := newS3LogRepo(t, fx, "log/many", nil, 0)
 	st := r.ws.Storage
 	c := &s3LogClient{base: base, root: s3Root(t, st)}
 	c.accept(t, st)
@@ -282,7 +297,7 @@ func testS3LogRace(t *testing.T, fx *s3Fixture) {
 
 func testS3LogRaceAt(t *testing.T, fx *s3Fixture, at string) {
 	ctx := context.Background()
-	r, base := newS3LogRepo(t, fx, "log/race/"+strings.ReplaceAll(at, "/", "-"))
+	r, base := newS3LogRepo(t, fx, "log/race/"+strings.ReplaceAll(at, "/", "-"), nil, 0)
 	st := r.ws.Storage
 	c := &s3LogClient{base: base, root: s3Root(t, st)}
 	c.accept(t, st)
@@ -352,7 +367,7 @@ func testS3LogRaceAt(t *testing.T, fx *s3Fixture, at string) {
 // left behind, tiles and bundles past the checkpoint included.
 func testS3LogInterruptedAtEveryWrite(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	r, base := newS3LogRepo(t, fx, "log/crash")
+	r, base := newS3LogRepo(t, fx, "log/crash", nil, 0)
 	s3st := r.ws.Storage.(*S3Storage)
 	c := &s3LogClient{base: base, root: s3Root(t, s3st)}
 	c.accept(t, s3st)
@@ -386,6 +401,9 @@ func testS3LogInterruptedAtEveryWrite(t *testing.T, fx *s3Fixture) {
 		}
 		failedWrites = append(failedWrites, fs.failed...)
 		check(fmt.Sprintf("after a failure at %s", fs.failed))
+		// Other content than the failed publish's, so that what it left
+		// past the checkpoint differs from what this one writes.
+		req.Measurements = testMeasurements("v1.0.0", "qemu-vtpm", byte(128+k))
 		if _, err := r.ws.Publish(ctx, req); err != nil {
 			t.Fatalf("publish again after a failure at %s: %v", fs.failed, err)
 		}
@@ -407,7 +425,7 @@ func testS3LogInterruptedAtEveryWrite(t *testing.T, fx *s3Fixture) {
 // log and timestamp.json as they were.
 func testS3LogPlantedClaim(t *testing.T, fx *s3Fixture) {
 	ctx := context.Background()
-	r, _ := newS3LogRepo(t, fx, "log/planted")
+	r, _ := newS3LogRepo(t, fx, "log/planted", nil, 0)
 	st := r.ws.Storage
 	snap := readMetaTB[tuf.SnapshotType](t, st, "metadata/1.snapshot.json")
 	snap.Signed.Version = 99
@@ -443,4 +461,33 @@ func testS3LogPlantedClaim(t *testing.T, fx *s3Fixture) {
 	if !bytes.Equal(tsBefore, tsAfter) || !bytes.Equal(cpBefore, cpAfter) {
 		t.Fatal("a publish over a planted entry changed timestamp.json or the checkpoint")
 	}
+}
+
+// A publish that dies after the witness cosigned its checkpoint, before
+// writing it, leaves the witness one checkpoint ahead of the log. On a
+// bucket the next publish appends after the entry the dead one claimed,
+// so the witness sees the log extend what it cosigned, and cosigns again.
+func testS3LogWitnessAfterCrash(t *testing.T, fx *s3Fixture) {
+	ctx := context.Background()
+	w, srv := startWitness(t, "witness-1")
+	r, base := newS3LogRepo(t, fx, "log/witnessed", []translog.Witness{w}, 1, srv)
+	s3st := r.ws.Storage.(*S3Storage)
+	c := &s3LogClient{base: base, root: s3Root(t, s3st)}
+	c.accept(t, s3st)
+	fs := &failingS3{S3Storage: s3st, failName: translog.CheckpointPath}
+	r.ws.Storage = fs
+	req := PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}
+	if _, err := r.ws.Publish(ctx, req); !errors.Is(err, errInjected) || len(fs.failed) != 1 {
+		t.Fatalf("publish failing at the checkpoint: %v", err)
+	}
+	// Other content: the same publish run again within the same second
+	// would write the very same bytes, and the witness the same checkpoint.
+	r.ws.Storage = s3st
+	res, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 2)})
+	if err != nil {
+		t.Fatalf("publish after one whose cosigned checkpoint was lost: %v", err)
+	}
+	_, entries := logEntriesIn(t, s3st)
+	checkLogged(t, s3st, entries, res.SnapshotVersion)
+	c.accept(t, s3st)
 }

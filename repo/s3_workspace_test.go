@@ -54,6 +54,7 @@ func TestS3Repository(t *testing.T) {
 		{"log: racing publishers", testS3LogRace},
 		{"log: interrupted at every write", testS3LogInterruptedAtEveryWrite},
 		{"log: planted entry", testS3LogPlantedClaim},
+		{"log: witness after a crash", testS3LogWitnessAfterCrash},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, fx) })
 	}
