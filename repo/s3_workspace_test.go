@@ -33,7 +33,8 @@ type s3Fixture struct {
 }
 
 // TestS3Repository runs the repository on object storage: every workspace
-// operation, racing publishers, and publishes interrupted at every write.
+// operation, racing publishers, and publishes interrupted at every write,
+// without and with a transparency log.
 func TestS3Repository(t *testing.T) {
 	srv := s3test.Start(t)
 	srv.Setenv(t)
@@ -48,6 +49,12 @@ func TestS3Repository(t *testing.T) {
 		{"race: loses every time", testS3PublishLosesEveryRace},
 		{"concurrent publishers", testS3ConcurrentPublishers},
 		{"interrupted at every write", testS3PublishInterruptedAtEveryWrite},
+		{"log: every snapshot", testS3LogEverySnapshot},
+		{"log: concurrent publishers", testS3LogConcurrentPublishers},
+		{"log: racing publishers", testS3LogRace},
+		{"log: interrupted at every write", testS3LogInterruptedAtEveryWrite},
+		{"log: planted entry", testS3LogPlantedClaim},
+		{"log: witness after a crash", testS3LogWitnessAfterCrash},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.test(t, fx) })
 	}
@@ -429,16 +436,26 @@ func testS3ConcurrentPublishers(t *testing.T, fx *s3Fixture) {
 }
 
 // failingS3 fails the k-th write, counting conditional replaces too, as a
-// crash or a network error at that point would.
+// crash or a network error at that point would. With failName set it fails
+// instead the first write whose name starts with failName: the log's tiles
+// and bundles are written in parallel, so a count alone cannot aim at one.
 type failingS3 struct {
 	*S3Storage
+	mu             sync.Mutex
 	writes, failAt int
+	failName       string
 	failed         []string
 }
 
 func (f *failingS3) hit(name string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.writes++
-	if f.writes == f.failAt {
+	aimed := f.failAt != 0 && f.writes == f.failAt
+	if f.failName != "" && len(f.failed) == 0 && strings.HasPrefix(name, f.failName) {
+		aimed = true
+	}
+	if aimed {
 		f.failed = append(f.failed, name)
 		return fmt.Errorf("write %s: %w", name, errInjected)
 	}

@@ -1,6 +1,7 @@
 package repo
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -165,10 +166,53 @@ func (n *noteSigner) Sign(msg []byte) ([]byte, error) {
 // logStore is the log's view of repository storage. Tiles past the
 // checkpoint belong to no one yet: under the storage's publish lock they
 // are leftovers of a publisher that died, and are overwritten; on storage
-// without a lock they are written once, and a name another publisher
-// took is a lost race, retried like one.
+// without a lock they are written once, and the first publisher to write
+// an entry bundle owns the index it ends at (see claimingLogStore).
 type logStore struct {
 	st Storage
+}
+
+// claimingLogStore is the logStore of storage without a lock: it takes
+// over the entries that other publishers claimed past the checkpoint
+// (translog.Claims), once their snapshots are found in storage, signed
+// by the snapshot keys of root.
+type claimingLogStore struct {
+	logStore
+	root *tuf.Metadata[tuf.RootType]
+}
+
+var _ translog.Claims = claimingLogStore{}
+
+// CheckClaimed accepts an entry only for a snapshot that a publisher with
+// the snapshot key wrote: a publisher writes its snapshot before it claims
+// an entry for it, so one that died or lost a race leaves both.
+func (l claimingLogStore) CheckClaimed(ctx context.Context, data []byte) error {
+	refuse := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s; delete that entry bundle from storage and publish again", translog.ErrForeignEntry, fmt.Sprintf(format, args...))
+	}
+	e, err := translog.ParseEntry(data)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	name := fmt.Sprintf("metadata/%d.snapshot.json", e.SnapshotVersion)
+	snap, err := l.st.Get(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return refuse("it names %s, which storage does not hold", name)
+	}
+	if err != nil {
+		return err
+	}
+	if sum := sha256.Sum256(snap); !bytes.Equal(sum[:], e.SnapshotSHA256) {
+		return refuse("it names %s with SHA-256 %x, storage holds one with %x", name, e.SnapshotSHA256, sum)
+	}
+	md, err := decodeMetadata[tuf.SnapshotType](name, snap)
+	if err != nil {
+		return refuse("%v", err)
+	}
+	if err := l.root.VerifyDelegate(tuf.SNAPSHOT, md); err != nil {
+		return refuse("%s is not signed by the snapshot keys of root v%d (%v)", name, l.root.Signed.Version, err)
+	}
+	return nil
 }
 
 func (l logStore) Read(ctx context.Context, name string) ([]byte, error) {
@@ -200,7 +244,7 @@ func (l logStore) WriteTile(ctx context.Context, name string, data []byte) error
 	}
 	err := l.st.PutOnce(ctx, name, data)
 	if errors.Is(err, ErrExists) {
-		return fmt.Errorf("transparency log %s was written by another publisher: %w", name, ErrConflict)
+		return fmt.Errorf("transparency log %s was written by another publisher: %w (%w)", name, ErrConflict, fs.ErrExist)
 	}
 	return err
 }
@@ -244,7 +288,11 @@ func (s *state) logSnapshot(ctx context.Context, signers signerSet, snapBytes []
 	if len(c.Witnesses) > 0 {
 		cosign = translog.Cosign(c, nil)
 	}
-	if _, err := translog.Append(ctx, logStore{s.st}, c.Origin, ns, cosign, data); err != nil {
+	var st translog.Store = logStore{s.st}
+	if _, ok := s.st.(Locker); !ok {
+		st = claimingLogStore{logStore{s.st}, s.root}
+	}
+	if _, err := translog.Append(ctx, st, c.Origin, ns, cosign, data); err != nil {
 		return fmt.Errorf("transparency log %s: %w", c.Origin, err)
 	}
 	return nil

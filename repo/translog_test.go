@@ -57,7 +57,14 @@ func startWitness(t testing.TB, name string, logs ...string) (translog.Witness, 
 
 func rootLog(t testing.TB, r *testRepo) *translog.Config {
 	t.Helper()
-	s, err := loadState(context.Background(), r.ws.Storage)
+	return rootLogIn(t, r.ws.Storage)
+}
+
+// rootLogIn returns the log that the current root of the repository in st
+// declares.
+func rootLogIn(t testing.TB, st Storage) *translog.Config {
+	t.Helper()
+	s, err := loadState(context.Background(), st)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +79,15 @@ func rootLog(t testing.TB, r *testRepo) *translog.Config {
 // root's log declaration and every tile and bundle against it.
 func logEntries(t testing.TB, r *testRepo) (translog.Checkpoint, []*translog.Entry) {
 	t.Helper()
+	return logEntriesIn(t, r.ws.Storage)
+}
+
+// logEntriesIn is logEntries for the repository in st.
+func logEntriesIn(t testing.TB, st Storage) (translog.Checkpoint, []*translog.Entry) {
+	t.Helper()
 	ctx := context.Background()
-	c := rootLog(t, r)
-	signed, err := r.ws.Storage.Get(ctx, translog.CheckpointPath)
+	c := rootLogIn(t, st)
+	signed, err := st.Get(ctx, translog.CheckpointPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +96,7 @@ func logEntries(t testing.TB, r *testRepo) (translog.Checkpoint, []*translog.Ent
 		t.Fatalf("checkpoint: %v", err)
 	}
 	var out []*translog.Entry
-	rd := &translog.Reader{Fetch: logStore{r.ws.Storage}.Read}
+	rd := &translog.Reader{Fetch: logStore{st}.Read}
 	if err := rd.Entries(ctx, cp, 0, func(i int64, data []byte) error {
 		e, err := translog.ParseEntry(data)
 		out = append(out, e)

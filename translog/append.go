@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"sync/atomic"
 
@@ -23,13 +24,35 @@ type Store interface {
 	ReadCheckpoint(ctx context.Context) (data []byte, tag string, err error)
 	// WriteTile writes a tile or entry bundle past the committed size. A
 	// committed one is never rewritten with other bytes. Append calls it
-	// for several tiles at once.
+	// for several tiles at once. A store that serializes appenders may
+	// overwrite what a dead one left past the checkpoint; one that does
+	// not fails with an error wrapping fs.ErrExist instead (see Claims).
 	WriteTile(ctx context.Context, name string, data []byte) error
 	// WriteCheckpoint replaces the checkpoint only if its version tag is
 	// still tag ("" meaning that there is none yet). It is the commit
 	// point of an append.
 	WriteCheckpoint(ctx context.Context, data []byte, tag string) error
 }
+
+// Claims is a Store shared by appenders that nothing serializes, such as
+// a bucket: the first to write the entry bundle that ends at index n owns
+// index n, since its tiles are then a function of entries that no one can
+// change any more. Another appender that finds that bundle taken appends
+// after the entry it holds, whether its writer is still running or died
+// (it cannot tell): both then compute the same tiles, and whichever
+// writes the checkpoint first, the tiles in storage are its tiles.
+type Claims interface {
+	Store
+	// CheckClaimed accepts an entry that another appender claimed, before
+	// Append signs a checkpoint that covers it: the log key must not sign
+	// whatever someone with write access to storage put there. Its
+	// refusals wrap ErrForeignEntry.
+	CheckClaimed(ctx context.Context, entry []byte) error
+}
+
+// maxClaimed bounds how many entries past the checkpoint an append takes
+// over from appenders that did not finish.
+const maxClaimed = 64
 
 // Cosigner gathers witness cosignatures on a signed checkpoint of size
 // size. proof returns the consistency proof from an older size a witness
@@ -47,9 +70,11 @@ type Appended struct {
 // Append adds one entry to the log in st: it reads the checkpoint, checks
 // the tiles it extends against it, computes the new tiles, signs the new
 // checkpoint with logKey, has it cosigned (cosign may be nil when the root
-// names no witnesses), then writes tiles and bundle in parallel, and the checkpoint
-// last with a conditional write. Until that write the log is as it was;
-// a lost race returns the store's conflict error.
+// names no witnesses), then writes the tiles and entry bundle in parallel,
+// and the checkpoint last with a conditional write. On a Claims store the
+// entry bundle is written first, on its own, since it decides the entry's
+// index. Until the checkpoint is written the log is as it was; a lost race
+// returns the store's conflict error.
 func Append(ctx context.Context, st Store, origin string, logKey note.Signer, cosign Cosigner, entry []byte) (*Appended, error) {
 	if len(entry) > maxEntrySize {
 		return nil, fmt.Errorf("log entry of %d bytes is larger than %d", len(entry), maxEntrySize)
@@ -74,11 +99,25 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 	n := old.Size
 	tr := &tileReader{ctx: ctx, read: st.Read}
 	hr0 := nonEmpty(tlog.TileHashReader(tlog.Tree{N: n, Hash: old.Hash}, tr))
-	added, err := tlog.StoredHashes(n, entry, hr0)
+	prev, err := previousBundle(ctx, st, hr0, n)
 	if err != nil {
-		return nil, fmt.Errorf("transparency log at size %d: %w", n, tamperedOr(err))
+		return nil, err
 	}
+	// A store that serializes appenders takes the bundle with the tiles;
+	// on one that does not, the bundle decides the entry's index first.
+	records := [][]byte{entry}
+	writes := map[string][]byte{}
+	if cs, ok := st.(Claims); ok {
+		if records, err = claim(ctx, cs, n, prev, entry); err != nil {
+			return nil, err
+		}
+	} else {
+		// Clipped, as in claim.
+		writes[Path(bundleTile(n, n+1))] = appendBundle(slices.Clip(prev), entry)
+	}
+	size := n + int64(len(records))
 	base := tlog.StoredHashCount(n)
+	var added []tlog.Hash
 	hr := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(idx))
 		var need []int64
@@ -102,35 +141,37 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 		}
 		return out, nil
 	})
-	root, err := tlog.TreeHash(n+1, hr)
+	for i, rec := range records {
+		h, err := tlog.StoredHashes(n+int64(i), rec, hr)
+		if err != nil {
+			return nil, fmt.Errorf("transparency log at size %d: %w", n+int64(i), tamperedOr(err))
+		}
+		added = append(added, h...)
+	}
+	root, err := tlog.TreeHash(size, hr)
 	if err != nil {
 		return nil, fmt.Errorf("transparency log: %w", tamperedOr(err))
 	}
-	cp := Checkpoint{Origin: origin, Size: n + 1, Hash: root}
+	cp := Checkpoint{Origin: origin, Size: size, Hash: root}
 	signed, err := Sign(cp, logKey)
 	if err != nil {
 		return nil, err
 	}
 	if cosign != nil {
 		proof := func(m int64) (tlog.TreeProof, error) {
-			if m > n+1 || m < 0 {
-				return nil, fmt.Errorf("a witness holds size %d, past this log's %d: the log it saw is not this one", m, n+1)
+			if m > size || m < 0 {
+				return nil, fmt.Errorf("a witness holds size %d, past this log's %d: the log it saw is not this one", m, size)
 			}
-			if m == 0 || m == n+1 {
+			if m == 0 || m == size {
 				return nil, nil
 			}
-			return tlog.ProveTree(n+1, m, hr)
+			return tlog.ProveTree(size, m, hr)
 		}
-		if signed, err = cosign(ctx, signed, n+1, proof); err != nil {
+		if signed, err = cosign(ctx, signed, size, proof); err != nil {
 			return nil, err
 		}
 	}
-	bundle, err := previousBundle(ctx, st, hr0, n)
-	if err != nil {
-		return nil, err
-	}
-	writes := map[string][]byte{Path(bundleTile(n, n+1)): appendBundle(bundle, entry)}
-	for _, t := range tlog.NewTiles(tileHeight, n, n+1) {
+	for _, t := range tlog.NewTiles(tileHeight, n, size) {
 		data, err := tlog.ReadTileData(t, hr)
 		if err != nil {
 			return nil, fmt.Errorf("transparency log tile %s: %w", Path(t), err)
@@ -143,13 +184,56 @@ func Append(ctx context.Context, st Store, origin string, logKey note.Signer, co
 	if err := st.WriteCheckpoint(ctx, signed, tag); err != nil {
 		return nil, err
 	}
-	return &Appended{Index: n, Checkpoint: cp, Signed: signed}, nil
+	return &Appended{Index: size - 1, Checkpoint: cp, Signed: signed}, nil
 }
 
-// writeTiles writes tiles and the entry bundle at once: each is a
-// durable write of its own, and none is read before the checkpoint that
-// follows them names it, so their order does not matter, only that all
-// are done before it.
+// claim writes the entry bundle that puts entry at index n, after prev,
+// the bundle ending at n-1 (nil when n starts a bundle). When another
+// appender took that bundle first, it takes the entry there, once st
+// accepts it, and claims the next index, and so on. It returns the entries
+// from index n on, entry last.
+func claim(ctx context.Context, st Claims, n int64, prev, entry []byte) ([][]byte, error) {
+	var records [][]byte
+	for i := n; ; i++ {
+		if i%(1<<tileHeight) == 0 {
+			prev = nil
+		}
+		name := Path(bundleTile(i, i+1))
+		// Clipped: prev may be a store's own buffer, which appending must
+		// not write into.
+		err := st.WriteTile(ctx, name, appendBundle(slices.Clip(prev), entry))
+		if err == nil {
+			return append(records, entry), nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
+		}
+		if len(records) == maxClaimed {
+			return nil, fmt.Errorf("transparency log: %d entries past the checkpoint at size %d were claimed by appenders that did not finish, up to %s; is another tool writing to %s?", maxClaimed, n, name, Dir)
+		}
+		taken, err := st.Read(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("transparency log entry bundle %s: %w", name, err)
+		}
+		rest, ok := bytes.CutPrefix(taken, prev)
+		var claimed [][]byte
+		if ok {
+			claimed, err = splitBundle(rest)
+		}
+		if !ok || err != nil || len(claimed) != 1 {
+			return nil, fmt.Errorf("%w: %s past the checkpoint does not extend the log by one entry", ErrTampered, name)
+		}
+		if err := st.CheckClaimed(ctx, claimed[0]); err != nil {
+			return nil, fmt.Errorf("transparency log entry %d, claimed in %s past the checkpoint: %w", i, name, err)
+		}
+		records = append(records, claimed[0])
+		prev = taken
+	}
+}
+
+// writeTiles writes tiles and bundles at once: each is a durable write of
+// its own, and none is read before the checkpoint that follows them names
+// it, so their order does not matter, only that all are done before it.
 func writeTiles(ctx context.Context, st Store, writes map[string][]byte) error {
 	errs := make(chan error, len(writes))
 	for name, data := range writes {

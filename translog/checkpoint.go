@@ -28,6 +28,9 @@ var (
 	// ErrTampered marks tiles or entry bundles that do not hash to the
 	// checkpoint.
 	ErrTampered = errors.New("transparency log tiles do not match the checkpoint")
+	// ErrForeignEntry marks an entry claimed past the checkpoint that no
+	// appender of the log wrote (see Claims).
+	ErrForeignEntry = errors.New("not written by a publisher of this repository")
 )
 
 // Checkpoint is a log's signed size and root hash.
