@@ -163,19 +163,23 @@ func (n *noteSigner) Sign(msg []byte) ([]byte, error) {
 	return n.s.SignMessage(strings.NewReader(string(msg)))
 }
 
-// logStore is the log's view of repository storage. Tiles past the
-// checkpoint belong to no one yet: under the storage's publish lock they
-// are leftovers of a publisher that died, and are overwritten; on storage
-// without a lock they are written once, and the first publisher to write
-// an entry bundle owns the index it ends at (see claimingLogStore).
+// logStore is the log's view of repository storage. Hash tiles past the
+// checkpoint are a function of the entries before them; under the
+// storage's publish lock they are overwritten, elsewhere written once,
+// the same bytes being as good as written. Entry bundles are never
+// overwritten: the first publisher to write the bundle that ends at an
+// index owns that index (see claimingLogStore).
 type logStore struct {
 	st Storage
 }
 
-// claimingLogStore is the logStore of storage without a lock: it takes
-// over the entries that other publishers claimed past the checkpoint
-// (translog.Claims), once their snapshots are found in storage, signed
-// by the snapshot keys of root.
+// claimingLogStore takes over the entries that other publishers claimed
+// past the checkpoint (translog.Claims), once their snapshots are found
+// in storage, signed by the snapshot keys of root. On a bucket that
+// other publisher may be racing this one; under a directory's lock it
+// died, perhaps after witnesses cosigned a checkpoint with its entry, and
+// logging that entry again keeps those witnesses' view a prefix of the
+// log instead of a fork.
 type claimingLogStore struct {
 	logStore
 	root *tuf.Metadata[tuf.RootType]
@@ -239,11 +243,14 @@ func (l logStore) ReadCheckpoint(ctx context.Context) ([]byte, string, error) {
 }
 
 func (l logStore) WriteTile(ctx context.Context, name string, data []byte) error {
-	if _, ok := l.st.(Locker); ok {
+	if _, ok := l.st.(Locker); ok && !translog.IsEntryBundle(name) {
 		return l.st.Replace(ctx, name, data)
 	}
 	err := l.st.PutOnce(ctx, name, data)
 	if errors.Is(err, ErrExists) {
+		if held, gerr := l.st.Get(ctx, name); gerr == nil && bytes.Equal(held, data) {
+			return nil
+		}
 		return fmt.Errorf("transparency log %s was written by another publisher: %w (%w)", name, ErrConflict, fs.ErrExist)
 	}
 	return err
@@ -288,10 +295,7 @@ func (s *state) logSnapshot(ctx context.Context, signers signerSet, snapBytes []
 	if len(c.Witnesses) > 0 {
 		cosign = translog.Cosign(c, nil)
 	}
-	var st translog.Store = logStore{s.st}
-	if _, ok := s.st.(Locker); !ok {
-		st = claimingLogStore{logStore{s.st}, s.root}
-	}
+	st := claimingLogStore{logStore{s.st}, s.root}
 	if _, err := translog.Append(ctx, st, c.Origin, ns, cosign, data); err != nil {
 		return fmt.Errorf("transparency log %s: %w", c.Origin, err)
 	}

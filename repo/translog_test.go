@@ -336,3 +336,37 @@ func newLogRepoWithWitnessSetup(t testing.TB, witnesses []translog.Witness, quor
 	}
 	return &testRepo{dir: dir, storage: cfg.Storage, ws: ws, keys: k, signers: m, cfg: cfg}
 }
+
+// A publisher that dies after the witnesses cosigned its checkpoint, but
+// before writing it, leaves its entry bundle; the next publish logs that
+// entry again before its own, so the witness sees the log extend what it
+// cosigned instead of a fork.
+func TestLogWitnessAfterCrash(t *testing.T) {
+	t.Parallel()
+	w, srv := startWitness(t, "witness-1")
+	r := newLogRepoWithWitnessSetup(t, []translog.Witness{w}, 1, srv)
+	ctx := context.Background()
+	base := r.ws.Storage
+	fs := &failingStorage{Storage: base, failName: translog.CheckpointPath}
+	r.ws.Storage = fs
+	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); !errors.Is(err, errInjected) {
+		t.Fatalf("publish failing at the checkpoint: %v", err)
+	}
+	r.ws.Storage = base
+	before, _ := logEntries(t, r)
+	res, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 2)})
+	if err != nil {
+		t.Fatalf("publish after one whose cosigned checkpoint was lost: %v", err)
+	}
+	cp, entries := logEntries(t, r)
+	if cp.Size != before.Size+2 {
+		t.Fatalf("log of %d entries after %d and a publish that took over a lost entry", cp.Size, before.Size)
+	}
+	lost := entries[before.Size]
+	if _, err := base.Get(ctx, fmt.Sprintf("metadata/%d.snapshot.json", lost.SnapshotVersion)); err != nil {
+		t.Fatalf("the lost entry names snapshot v%d: %v", lost.SnapshotVersion, err)
+	}
+	if got := entries[cp.Size-1].SnapshotVersion; got != res.SnapshotVersion {
+		t.Fatalf("last entry is snapshot v%d, the publish wrote v%d", got, res.SnapshotVersion)
+	}
+}

@@ -198,6 +198,11 @@ func Path(t tlog.Tile) string {
 	return Dir + p
 }
 
+// IsEntryBundle tells whether a name Path made is an entry bundle's.
+func IsEntryBundle(name string) bool {
+	return strings.HasPrefix(name, Dir+"tile/entries/")
+}
+
 // bundleTile is the entry bundle that holds entry i of a log of size n.
 func bundleTile(i, n int64) tlog.Tile {
 	t := tlog.Tile{H: tileHeight, L: -1, N: i >> tileHeight}
