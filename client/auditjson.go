@@ -190,11 +190,17 @@ func snapshotVisitor(s *lightSnapshot, size int) visitor {
 	s.Meta = make([]metaEntry, 0, size/40)
 	meta := &metaVisitor{s: s}
 	meta.entry = fields{names: []string{"version"}, visit: func(int) (visitor, error) { return &meta.version, nil }}
-	return &fields{names: append(slices.Clip(headerFields), "meta"), visit: func(i int) (visitor, error) {
+	return withHeader(&s.signedHeader, "meta", meta)
+}
+
+// withHeader visits a signed part: its header into h, its member name
+// with body.
+func withHeader(h *signedHeader, name string, body visitor) visitor {
+	return &fields{names: append(slices.Clip(headerFields), name), visit: func(i int) (visitor, error) {
 		if i < len(headerFields) {
-			return visitHeader(&s.signedHeader, i)
+			return visitHeader(h, i)
 		}
-		return meta, nil
+		return body, nil
 	}}
 }
 
@@ -226,12 +232,7 @@ func targetsVisitor(t *lightTargets) visitor {
 	tv := &targetsMapVisitor{t: t}
 	tv.entry = fields{names: []string{"hashes"}, visit: func(int) (visitor, error) { return &tv.hashes, nil }}
 	tv.hashes.tv = tv
-	return &fields{names: append(slices.Clip(headerFields), "targets"), visit: func(i int) (visitor, error) {
-		if i < len(headerFields) {
-			return visitHeader(&t.signedHeader, i)
-		}
-		return tv, nil
-	}}
+	return withHeader(&t.signedHeader, "targets", tv)
 }
 
 // targetsMapVisitor visits the targets of targets-type metadata, one

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
-	"golang.org/x/mod/sumdb/note"
 
 	"github.com/mtuf/mtuf/internal/s3test"
 	"github.com/mtuf/mtuf/keys"
@@ -43,17 +42,7 @@ func newS3LogRepo(t *testing.T, fx *s3Fixture, prefix string, witnesses []transl
 	cfg := fx.cfg
 	cfg.Storage = fx.srv.URL(prefix)
 	cfg.Log = &LogSettings{Origin: "example.com/mtuf-s3-test", Key: k["log"], Witnesses: witnesses, Quorum: quorum}
-	vkey, err := note.NewEd25519VerifierKey(cfg.Log.Origin, signers[k["log"]].Public().(ed25519.PublicKey))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, srv := range servers {
-		srv.Config.Handler.(*translog.WitnessServer).Logs[cfg.Log.Origin] = v
-	}
+	tellWitnesses(t, cfg.Log.Origin, signers[k["log"]].Public().(ed25519.PublicKey), servers)
 	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, signers, nil)
 	if err != nil {
 		t.Fatalf("Init on %s: %v", cfg.Storage, err)

@@ -311,15 +311,10 @@ func TestLogWitnessQuorum(t *testing.T) {
 	}
 }
 
-// newLogRepoWithWitnessSetup is newLogRepo that tells each witness
-// server the log's key before Init writes the first checkpoint.
-func newLogRepoWithWitnessSetup(t testing.TB, witnesses []translog.Witness, quorum int, servers ...*httptest.Server) *testRepo {
+// tellWitnesses gives witness servers the key of the log origin.
+func tellWitnesses(t testing.TB, origin string, pub ed25519.PublicKey, servers []*httptest.Server) {
 	t.Helper()
-	dir := t.TempDir()
-	cfg, k, m := testInitConfig(t, dir)
-	k["log"] = newTestKey(t, m, "log-test", keys.ED25519)
-	cfg.Log = &LogSettings{Origin: "example.com/mtuf-test", Key: k["log"], Witnesses: witnesses, Quorum: quorum}
-	vkey, err := note.NewEd25519VerifierKey(cfg.Log.Origin, m[k["log"]].Public().(ed25519.PublicKey))
+	vkey, err := note.NewEd25519VerifierKey(origin, pub)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,8 +323,19 @@ func newLogRepoWithWitnessSetup(t testing.TB, witnesses []translog.Witness, quor
 		t.Fatal(err)
 	}
 	for _, srv := range servers {
-		srv.Config.Handler.(*translog.WitnessServer).Logs[cfg.Log.Origin] = v
+		srv.Config.Handler.(*translog.WitnessServer).Logs[origin] = v
 	}
+}
+
+// newLogRepoWithWitnessSetup is newLogRepo that tells each witness
+// server the log's key before Init writes the first checkpoint.
+func newLogRepoWithWitnessSetup(t testing.TB, witnesses []translog.Witness, quorum int, servers ...*httptest.Server) *testRepo {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, k, m := testInitConfig(t, dir)
+	k["log"] = newTestKey(t, m, "log-test", keys.ED25519)
+	cfg.Log = &LogSettings{Origin: "example.com/mtuf-test", Key: k["log"], Witnesses: witnesses, Quorum: quorum}
+	tellWitnesses(t, cfg.Log.Origin, m[k["log"]].Public().(ed25519.PublicKey), servers)
 	ws, err := Init(context.Background(), filepath.Join(dir, "ws"), cfg, m, nil)
 	if err != nil {
 		t.Fatalf("Init: %v", err)
