@@ -26,7 +26,7 @@ LOCALKMS      := github.com/nsmithuk/local-kms@v0.0.0-20260228092603-2a5e92d09ab
 # (the UKI stub, systemd-measure), pesign (Authenticode), mtools, dosfstools
 # and binutils (ESP images and UKIs built in the tests), jq and curl (the
 # commands of docs/verify-release.md, run by the docs test).
-APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd systemd-boot-efi pesign mtools dosfstools binutils jq curl
+APT_PACKAGES  := swtpm swtpm-tools tpm2-tools softhsm2 in-toto systemd systemd-boot-efi pesign mtools dosfstools binutils jq curl time
 # What the measured-boot tests and make demo-vm boot images with: QEMU and
 # OVMF (the image tools are above). The Debian kernel they boot is
 # downloaded with apt-get download and cached.
@@ -119,7 +119,7 @@ demo:
 demo-vm: apt
 	./scripts/demo-vm.sh
 
-bench:
+bench: test-deps
 	./scripts/bench.sh
 
 # The seed corpora run in make test; this explores beyond them.
