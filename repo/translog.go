@@ -213,10 +213,55 @@ func (l claimingLogStore) CheckClaimed(ctx context.Context, data []byte) error {
 	if err != nil {
 		return refuse("%v", err)
 	}
-	if err := l.root.VerifyDelegate(tuf.SNAPSHOT, md); err != nil {
-		return refuse("%s is not signed by the snapshot keys of root v%d (%v)", name, l.root.Signed.Version, err)
+	// The snapshot keys are those of the root the entry names: its
+	// publisher may have died just before a rotation that replaced them.
+	root := l.root
+	for _, f := range e.Files {
+		if f.Role != tuf.ROOT || f.Version == root.Signed.Version {
+			continue
+		}
+		if root, err = l.olderRoot(ctx, f.Version, f.SHA256); err != nil {
+			return refuse("%v", err)
+		}
+	}
+	if err := root.VerifyDelegate(tuf.SNAPSHOT, md); err != nil {
+		return refuse("%s is not signed by the snapshot keys of root v%d (%v)", name, root.Signed.Version, err)
 	}
 	return nil
+}
+
+// olderRoot returns root version v from storage, with SHA-256 sum,
+// authenticated from the root in force back: each root signed by its own
+// root keys and by those of the root before it.
+func (l claimingLogStore) olderRoot(ctx context.Context, v int64, sum []byte) (*tuf.Metadata[tuf.RootType], error) {
+	if v < 1 || v > l.root.Signed.Version {
+		return nil, fmt.Errorf("it names root v%d, and the root in force is v%d", v, l.root.Signed.Version)
+	}
+	next := l.root
+	for k := l.root.Signed.Version - 1; k >= v; k-- {
+		name := fmt.Sprintf("metadata/%d.root.json", k)
+		data, err := l.st.Get(ctx, name)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		prev, err := decodeMetadata[tuf.RootType](name, data)
+		if err != nil {
+			return nil, err
+		}
+		if err := prev.VerifyDelegate(tuf.ROOT, prev); err != nil {
+			return nil, fmt.Errorf("%s is not signed by its own root keys: %w", name, err)
+		}
+		if err := prev.VerifyDelegate(tuf.ROOT, next); err != nil {
+			return nil, fmt.Errorf("root v%d is not signed by the root keys of %s: %w", next.Signed.Version, name, err)
+		}
+		if k == v {
+			if got := sha256.Sum256(data); !bytes.Equal(got[:], sum) {
+				return nil, fmt.Errorf("it names %s with SHA-256 %x, storage holds one with %x", name, sum, got)
+			}
+		}
+		next = prev
+	}
+	return next, nil
 }
 
 func (l logStore) Read(ctx context.Context, name string) ([]byte, error) {

@@ -376,3 +376,56 @@ func TestLogWitnessAfterCrash(t *testing.T) {
 		t.Fatalf("last entry is snapshot v%d, the publish wrote v%d", got, res.SnapshotVersion)
 	}
 }
+
+// A publisher that dies just before a root rotation replacing the snapshot
+// key leaves an entry whose snapshot only the old key signed; the commit
+// of the rotation takes it over, checked against the root the entry names,
+// authenticated back from the new root.
+func TestLogClaimAcrossRotation(t *testing.T) {
+	t.Parallel()
+	r := newLogRepo(t, nil, 0)
+	ctx := context.Background()
+	base := r.ws.Storage
+	r.ws.Storage = &failingStorage{Storage: base, failName: translog.CheckpointPath}
+	if _, err := r.ws.Publish(ctx, PublishRequest{Measurements: testMeasurements("v1.0.0", "qemu-vtpm", 1)}); !errors.Is(err, errInjected) {
+		t.Fatalf("publish failing at the checkpoint: %v", err)
+	}
+	r.ws.Storage = base
+	before, _ := logEntries(t, r)
+	snap2 := newTestKey(t, r.signers, "snapshot2-test", keys.ED25519)
+	staged, err := r.ws.Stage(ctx, StageRequest{Role: tuf.ROOT, Changes: []KeyChange{{Role: tuf.SNAPSHOT, Add: []string{snap2}, Remove: []string{r.keys["online"]}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Sign(ctx, staged, r.keys["root"], r.signers); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.ws.Commit(ctx); err != nil {
+		t.Fatalf("commit of a rotation after a lost entry: %v", err)
+	}
+	cp, entries := logEntries(t, r)
+	if cp.Size != before.Size+2 {
+		t.Fatalf("log of %d entries after %d, a lost entry and a rotation", cp.Size, before.Size)
+	}
+	if root := entries[before.Size].Files[len(entries[before.Size].Files)-1]; root.Role != tuf.ROOT || root.Version != 1 {
+		t.Fatalf("the lost entry names %s v%d, want root v1", root.Role, root.Version)
+	}
+	// A root file in storage that the chain does not vouch for is refused.
+	st := claimingLogStore{logStore{base}, readMetaTB[tuf.RootType](t, base, "metadata/2.root.json")}
+	data, _ := entries[before.Size].Marshal()
+	if err := st.CheckClaimed(ctx, data); err != nil {
+		t.Fatalf("the lost entry, checked again: %v", err)
+	}
+	forged := readMetaTB[tuf.RootType](t, base, "metadata/1.root.json")
+	forged.Signed.Roles[tuf.SNAPSHOT].KeyIDs = []string{"00"}
+	forgedBytes, err := forged.ToBytes(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := base.Replace(ctx, "metadata/1.root.json", forgedBytes); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CheckClaimed(ctx, data); !errors.Is(err, translog.ErrForeignEntry) || !strings.Contains(err.Error(), "1.root.json is not signed by its own root keys") {
+		t.Fatalf("entry naming a forged root v1: %v", err)
+	}
+}
