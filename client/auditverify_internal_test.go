@@ -2,11 +2,15 @@ package client
 
 import (
 	"bytes"
+	"context"
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/secure-systems-lab/go-securesystemslib/cjson"
+	"github.com/sigstore/sigstore/pkg/signature"
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
@@ -139,4 +143,68 @@ func FuzzAuditReader(f *testing.F) {
 
 func sameHeader(a, b signedHeader) bool {
 	return a.Type == b.Type && a.SpecVersion == b.SpecVersion && a.Version == b.Version && a.Expires.Equal(b.Expires) && a.Expires.String() == b.Expires.String()
+}
+
+// A file the one-pass reader leaves to go-tuf (here a member outside
+// "signed" and "signatures", which go-tuf keeps aside) is read by go-tuf,
+// and its signatures are judged by go-tuf, not reported as invalid.
+func TestAuditFallsBackToGoTUF(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := signature.LoadED25519Signer(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := tuf.KeyFromPublicKey(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := tuf.Snapshot(time.Now().Add(time.Hour))
+	snap.Signed.Meta["targets.json"] = tuf.MetaFile(3)
+	if _, err := snap.Sign(signer); err != nil {
+		t.Fatal(err)
+	}
+	data, err := snap.ToBytes(false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data = append(bytes.TrimSuffix(bytes.TrimSpace(data), []byte("}")), []byte(`,"x-note":"kept aside"}`)...)
+	if _, _, err := parseSnapshot(data); err == nil {
+		t.Fatal("the one-pass reader read a member it does not know")
+	}
+	if _, err := (&tuf.Metadata[tuf.SnapshotType]{}).FromBytes(data); err != nil {
+		t.Fatalf("go-tuf refuses the file: %v", err)
+	}
+	a := &auditor{files: map[string]*cachedFile{}, fetch: func(context.Context, string) ([]byte, error) { return data, nil }}
+	_, f := a.load(context.Background(), tuf.SNAPSHOT, 1)
+	if f.parseErr != nil || f.env != nil {
+		t.Fatalf("go-tuf's reading not used: %v", f.parseErr)
+	}
+	if v, ok := f.snap.version("targets.json"); !ok || v != 3 {
+		t.Fatalf("targets.json in meta: %d, %v", v, ok)
+	}
+	id, err := key.ID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids := f.sigKeyIDs(); len(ids) != 1 || ids[0] != id {
+		t.Fatalf("signatures %v, want one by %s", ids, id)
+	}
+	root := tuf.Root(time.Now().Add(time.Hour))
+	if err := root.Signed.AddKey(key, tuf.SNAPSHOT); err != nil {
+		t.Fatal(err)
+	}
+	if a.keys.signedByThreshold(f.env, root.Signed.Keys, root.Signed.Roles[tuf.SNAPSHOT].KeyIDs, 1) {
+		t.Fatal("the direct check judged a file it did not read")
+	}
+	full, _, err := f.full(tuf.SNAPSHOT)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.VerifyDelegate(tuf.SNAPSHOT, full); err != nil {
+		t.Fatalf("go-tuf's check of the file: %v", err)
+	}
 }
