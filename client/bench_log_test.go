@@ -160,16 +160,26 @@ func (c countingWriter) Write(p []byte) (int, error) {
 	return c.ResponseWriter.Write(p)
 }
 
-// BenchmarkAudit replays a log of publishes, read from files: 1,000 on a
-// repository of 10,000 targets, 300 on one of 100,000, whose bins are
-// ten times larger.
+// BenchmarkAudit replays a log of publishes: 1,000 on a repository of
+// 10,000 targets, read from files and over HTTP (the server on the same
+// cores), and 300 on one of 100,000 targets, whose bins are ten times
+// larger, from files.
 func BenchmarkAudit(b *testing.B) {
-	for _, c := range []struct{ targets, entries int }{{10000, 1000}, {100000, 300}} {
-		b.Run(fmt.Sprintf("targets=%d", c.targets), func(b *testing.B) {
+	for _, c := range []struct {
+		targets, entries int
+		over             string
+	}{{10000, 1000, "file"}, {10000, 1000, "http"}, {100000, 300, "file"}} {
+		b.Run(fmt.Sprintf("targets=%d/over=%s", c.targets, c.over), func(b *testing.B) {
 			dir := b.TempDir()
 			logBenchRepo(b, dir, c.targets, c.entries)
+			url := filepath.Join(dir, "repo")
+			if c.over == "http" {
+				srv := httptest.NewServer(repo.Handler(url))
+				defer srv.Close()
+				url = srv.URL
+			}
 			root, _ := os.ReadFile(filepath.Join(dir, "repo", "metadata", "1.root.json"))
-			cl, err := client.Init(filepath.Join(dir, "state"), filepath.Join(dir, "repo"), root)
+			cl, err := client.Init(filepath.Join(dir, "state"), url, root)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 	"github.com/theupdateframework/go-tuf/v2/metadata/updater"
@@ -123,10 +124,21 @@ func rootLogConfig(root *tuf.Metadata[tuf.RootType]) (*translog.Config, error) {
 
 // logFetch reads the log's files from the repository with the fetcher
 // the updater uses.
+// logTransport is the transport of log and audit fetches: the audit
+// fetches with many workers at once, and keeps a connection for each,
+// where the default transport keeps two and opens the others anew for
+// every file. One is shared, so that its idle connections are reused
+// from one call to the next.
+var logTransport = sync.OnceValue(func() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = auditWorkers
+	return tr
+})
+
 func (c *Client) logFetch(ctx context.Context) translog.Fetch {
 	hc := c.HTTPClient
 	if hc == nil {
-		hc = &http.Client{Timeout: DefaultHTTPTimeout}
+		hc = &http.Client{Timeout: DefaultHTTPTimeout, Transport: logTransport()}
 	}
 	f := &fetcher{ctx: ctx, http: hc}
 	return func(ctx context.Context, name string) ([]byte, error) {

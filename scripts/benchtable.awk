@@ -45,6 +45,8 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 /^BenchmarkAudit\// {
 	match($1, /targets=[0-9]+/)
 	auditn[++naudit] = substr($1, RSTART + 8, RLENGTH - 8)
+	match($1, /over=[a-z]+/)
+	auditover[naudit] = substr($1, RSTART + 5, RLENGTH - 5)
 	auditrate[naudit] = metric($0, "entries/s")
 }
 END {
@@ -59,7 +61,7 @@ function logtable() {
 		printf "| the log's cost on a publish | %s | < 20 ms |\n", ms(logpub["true"] - logpub["false"])
 	}
 	if (logreq != "") printf "| fresh client at 100000 targets | %d requests, %s | < 150 KB |\n", logreq, kb(logbyt)
-	for (i = 1; i <= naudit; i++) printf "| audit at %d targets | %d entries/s | >= 10000 entries/s |\n", auditn[i], auditrate[i]
+	for (i = 1; i <= naudit; i++) printf "| audit at %d targets, from %s | %d entries/s | >= 10000 entries/s |\n", auditn[i], auditover[i] == "http" ? "HTTP" : "files", auditrate[i]
 	print ""
 }
 END {
