@@ -129,14 +129,22 @@ func benchTempDir(b *testing.B) string {
 // mtufRepo builds an mtuf repository with n measurement targets on disk
 // and returns its workspace.
 func mtufRepo(b *testing.B, n int) *Workspace {
+	return mtufRepoWith(b, fmt.Sprintf("mtuf-%d", n), n, nil)
+}
+
+// mtufRepoWith is mtufRepo for a repository whose configuration
+// configure changes, cached under key.
+func mtufRepoWith(b *testing.B, key string, n int, configure func(*InitConfig, keys.Memory)) *Workspace {
 	b.Helper()
-	key := fmt.Sprintf("mtuf-%d", n)
 	dir, ok := benchRepos[key]
 	if !ok {
 		dir = benchTempDir(b)
 		kdir := filepath.Join(dir, "keys")
 		os.MkdirAll(kdir, 0o700)
 		cfg, _, m := testInitConfig(b, kdir)
+		if configure != nil {
+			configure(&cfg, m)
+		}
 		benchKeys[key] = m
 		cfg.MeasurementsBins, cfg.ReleasesBins = 0, 0
 		mem := &memStorage{files: map[string][]byte{}}

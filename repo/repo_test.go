@@ -522,17 +522,13 @@ func TestPublishInterruptedAtEveryWrite(t *testing.T) {
 	}
 }
 
-// Two publishers at once on one repository: both targets are published.
-func TestConcurrentPublishers(t *testing.T) {
-	t.Parallel()
-	r := newTestRepo(t)
-	ctx := context.Background()
+// publishConcurrently runs n publishers at once, each from its own
+// workspace, publisher i publishing image v1.i.0, and returns their errors.
+func publishConcurrently(ctx context.Context, r *testRepo, n int) []error {
 	var wg sync.WaitGroup
-	errs := make([]error, 6)
+	errs := make([]error, n)
 	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			ws, err := OpenWorkspace(filepath.Join(r.dir, "ws"))
 			if err != nil {
 				errs[i] = err
@@ -540,9 +536,18 @@ func TestConcurrentPublishers(t *testing.T) {
 			}
 			ws.Keys = r.signers
 			_, errs[i] = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i+1))})
-		}()
+		})
 	}
 	wg.Wait()
+	return errs
+}
+
+// Two publishers at once on one repository: both targets are published.
+func TestConcurrentPublishers(t *testing.T) {
+	t.Parallel()
+	r := newTestRepo(t)
+	ctx := context.Background()
+	errs := publishConcurrently(ctx, r, 6)
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("publisher %d: %v", i, err)

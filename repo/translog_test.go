@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -248,22 +247,7 @@ func TestLogConcurrentPublishers(t *testing.T) {
 	t.Parallel()
 	r := newLogRepo(t, nil, 0)
 	ctx := context.Background()
-	var wg sync.WaitGroup
-	errs := make([]error, 4)
-	for i := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ws, err := OpenWorkspace(filepath.Join(r.dir, "ws"))
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			ws.Keys = r.signers
-			_, errs[i] = ws.Publish(ctx, PublishRequest{Measurements: testMeasurements(fmt.Sprintf("v1.%d.0", i), "qemu-vtpm", byte(i+1))})
-		}()
-	}
-	wg.Wait()
+	errs := publishConcurrently(ctx, r, 4)
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("publisher %d: %v", i, err)
