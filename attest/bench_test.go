@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"runtime"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/mtuf/mtuf/attest"
 	"github.com/mtuf/mtuf/internal/agent"
+	"github.com/mtuf/mtuf/internal/cputime"
 	"github.com/mtuf/mtuf/internal/tpm"
 	"github.com/mtuf/mtuf/metadata"
 )
@@ -152,15 +152,6 @@ func (s *benchSet) verifiers(b *testing.B) map[string]verifierFunc {
 
 var benchOrder = []string{"mtuf/pinned", "go-tpm-tools/pinned", "mtuf/ak-ca", "go-tpm-tools/ak-ca"}
 
-// cpuTime is the process's user and system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // BenchmarkVerifyAttestation is the verifier's cost for one attestation, one
 // at a time: ns/op is wall time, cpu-ns/op the CPU time the process spent
 // (garbage collection included), against go-tpm-tools'
@@ -173,7 +164,7 @@ func BenchmarkVerifyAttestation(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			runtime.GC() // no garbage of another benchmark is collected on this one's time
-			cpu0 := cpuTime()
+			cpu0 := cputime.Self()
 			i := 0
 			for b.Loop() {
 				if err := verify(i % len(s.atts)); err != nil {
@@ -181,7 +172,7 @@ func BenchmarkVerifyAttestation(b *testing.B) {
 				}
 				i++
 			}
-			b.ReportMetric(float64(cpuTime()-cpu0)/float64(i), "cpu-ns/op")
+			b.ReportMetric(float64(cputime.Self()-cpu0)/float64(i), "cpu-ns/op")
 		})
 	}
 }
@@ -197,7 +188,7 @@ func BenchmarkVerifyCluster(b *testing.B) {
 		verify := vs[name]
 		b.Run(name, func(b *testing.B) {
 			runtime.GC()
-			cpu0 := cpuTime()
+			cpu0 := cputime.Self()
 			start := time.Now()
 			rounds := 0
 			for b.Loop() {
@@ -232,7 +223,7 @@ func BenchmarkVerifyCluster(b *testing.B) {
 			}
 			n := float64(rounds * len(s.atts))
 			b.ReportMetric(n/time.Since(start).Seconds(), "nodes/s")
-			b.ReportMetric(float64(cpuTime()-cpu0)/n, "cpu-ns/node")
+			b.ReportMetric(float64(cputime.Self()-cpu0)/n, "cpu-ns/node")
 		})
 	}
 }

@@ -7,10 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/mtuf/mtuf/internal/cputime"
 	"github.com/mtuf/mtuf/internal/testtool"
 )
 
@@ -58,13 +58,13 @@ func BenchmarkPrecalc(b *testing.B) {
 	}{{"precalc-sha256", []crypto.Hash{crypto.SHA256}}, {"precalc-sha384", []crypto.Hash{crypto.SHA384}}} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.SetBytes(fi.Size())
-			before := selfCPU(b)
+			before := cputime.Self()
 			for b.Loop() {
 				if _, err := File(uki, bc.banks...); err != nil {
 					b.Fatal(err)
 				}
 			}
-			b.ReportMetric(float64((selfCPU(b)-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			b.ReportMetric(float64((cputime.Self()-before).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 	}
 }
@@ -83,13 +83,4 @@ func buildBenchUKI(b *testing.B, dir, initrd string) string {
 		"--add-section", ".initrd="+initrd, "--change-section-vma", ".initrd=0x3000000",
 		stub, out)
 	return out
-}
-
-// selfCPU is the user and system CPU time this process has used.
-func selfCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
