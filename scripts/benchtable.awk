@@ -42,12 +42,18 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 	logpub[lg] = metric($0, "ns/op")
 }
 /^BenchmarkFreshClientLog/ { logreq = metric($0, "requests"); logbyt = metric($0, "bytes-fetched") }
+# Each audit's baseline is the floor of the same log: reading, hashing,
+# and checking the JSON and signatures of its files, and nothing more.
 /^BenchmarkAudit\// {
-	match($1, /targets=[0-9]+/)
-	auditn[++naudit] = substr($1, RSTART + 8, RLENGTH - 8)
+	match($1, /targets=[0-9]+/); n = substr($1, RSTART + 8, RLENGTH - 8)
+	if ($1 ~ /\/floor/) {
+		floorrate[n] = metric($0, "entries/s"); floorcpu[n] = metric($0, "cpu-µs/entry")
+		next
+	}
+	auditn[++naudit] = n
 	match($1, /over=[a-z]+/)
 	auditover[naudit] = substr($1, RSTART + 5, RLENGTH - 5)
-	auditrate[naudit] = metric($0, "entries/s")
+	auditrate[naudit] = metric($0, "entries/s"); auditcpu[naudit] = metric($0, "cpu-µs/entry")
 }
 END {
 	if (logpub["true"] != "" || logreq != "" || naudit > 0) logtable()
@@ -61,7 +67,12 @@ function logtable() {
 		printf "| the log's cost on a publish | %s | < 20 ms |\n", ms(logpub["true"] - logpub["false"])
 	}
 	if (logreq != "") printf "| fresh client at 100000 targets | %d requests, %s | < 150 KB |\n", logreq, kb(logbyt)
-	for (i = 1; i <= naudit; i++) printf "| audit at %d targets, from %s | %d entries/s | >= 10000 entries/s |\n", auditn[i], auditover[i] == "http" ? "HTTP" : "files", auditrate[i]
+	for (i = 1; i <= naudit; i++) {
+		n = auditn[i]
+		printf "| audit at %d targets, from %s | %d entries/s (CPU %d µs/entry) | >= 10000 entries/s |\n", n, auditover[i] == "http" ? "HTTP" : "files", auditrate[i], auditcpu[i]
+		if (floorrate[n] != "" && !floorshown[n]++)
+			printf "| its floor at %d targets: read, SHA-256, JSON syntax, Ed25519 | %d entries/s (CPU %d µs/entry) | |\n", n, floorrate[n], floorcpu[n]
+	}
 	print ""
 }
 END {
