@@ -331,22 +331,27 @@ func (a *auditor) auditBatch(ctx context.Context, batch []loggedEntry) {
 			}
 		}
 	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range min(max(auditWorkers, runtime.GOMAXPROCS(0)), len(batch)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for k := next.Add(1) - 1; k < int64(len(batch)); k = next.Add(1) - 1 {
-				if batch[k].err != nil {
-					results[k].problem("", batch[k].err.Error())
-					continue
-				}
-				a.entry(ctx, results[k], batch[k].e)
+	inParallel(len(batch), max(auditWorkers, runtime.GOMAXPROCS(0)), func(k int) {
+		if batch[k].err != nil {
+			results[k].problem("", batch[k].err.Error())
+			return
+		}
+		a.entry(ctx, results[k], batch[k].e)
+	})
+	// Room for the targets the bins gain, each listed: a publish of
+	// many targets then grows the list once.
+	n, size := 0, map[string]int{}
+	for _, r := range results {
+		for _, b := range r.bins {
+			prev, ok := size[b.role]
+			if !ok {
+				prev = len(a.bins[b.role])
 			}
-		}()
+			n += max(0, len(b.md.Targets)-prev)
+			size[b.role] = len(b.md.Targets)
+		}
 	}
-	wg.Wait()
+	a.rep.Measurements = slices.Grow(a.rep.Measurements, n)
 	for k, r := range results {
 		a.rep.Problems = append(a.rep.Problems, r.problems...)
 		for _, b := range r.bins {
@@ -401,22 +406,58 @@ func (a *auditor) entry(ctx context.Context, r *entryResult, e *translog.Entry) 
 	} else {
 		r.problem(snapName, "its role is not defined at the time")
 	}
+	var files []translog.File
 	for _, f := range e.Files {
-		if f.Role == tuf.ROOT {
-			continue
-		}
-		name, tf := a.load(ctx, f.Role, f.Version)
-		if !a.matches(r, name, tf, f.SHA256) {
-			continue
-		}
-		if v, ok := snap.snap.version(f.Role + ".json"); !ok || v != f.Version {
-			r.problem(name, "the snapshot of this entry does not name this version")
-		}
-		a.checkDelegated(ctx, r, name, f.Role, tf, root, snap.snap)
-		if strings.HasPrefix(f.Role, "measurements-bin") {
-			r.bins = append(r.bins, loggedBin{role: f.Role, md: tf.tgts})
+		if f.Role != tuf.ROOT {
+			files = append(files, f)
 		}
 	}
+	// An entry may name many files (a first publish writes every bin):
+	// they are checked in parallel, and reported in the entry's order.
+	found := make([]entryResult, len(files))
+	inParallel(len(files), runtime.GOMAXPROCS(0), func(j int) {
+		found[j].i = r.i
+		a.file(ctx, &found[j], files[j], root, snap.snap)
+	})
+	for _, fr := range found {
+		r.problems = append(r.problems, fr.problems...)
+		r.bins = append(r.bins, fr.bins...)
+	}
+}
+
+// file checks one targets-type file an entry names against the entry's
+// snapshot and root.
+func (a *auditor) file(ctx context.Context, r *entryResult, f translog.File, root *tuf.Metadata[tuf.RootType], snap *lightSnapshot) {
+	name, tf := a.load(ctx, f.Role, f.Version)
+	if !a.matches(r, name, tf, f.SHA256) {
+		return
+	}
+	if v, ok := snap.version(f.Role + ".json"); !ok || v != f.Version {
+		r.problem(name, "the snapshot of this entry does not name this version")
+	}
+	a.checkDelegated(ctx, r, name, f.Role, tf, root, snap)
+	if strings.HasPrefix(f.Role, "measurements-bin") {
+		r.bins = append(r.bins, loggedBin{role: f.Role, md: tf.tgts})
+	}
+}
+
+// inParallel calls fn for 0..n-1 on up to workers goroutines, or on this
+// one when there is a single call to make.
+func inParallel(n, workers int, fn func(k int)) {
+	if n == 1 {
+		fn(0)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Go(func() {
+			for k := next.Add(1) - 1; k < int64(n); k = next.Add(1) - 1 {
+				fn(int(k))
+			}
+		})
+	}
+	wg.Wait()
 }
 
 // matches checks that a logged file exists, parses and has the logged
