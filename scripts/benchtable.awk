@@ -47,7 +47,7 @@ function kb(b) { return sprintf("%.1f KB", b / 1000) }
 /^BenchmarkAudit\// {
 	match($1, /targets=[0-9]+/); n = substr($1, RSTART + 8, RLENGTH - 8)
 	if ($1 ~ /\/floor/) {
-		floorrate[n] = metric($0, "entries/s"); floorcpu[n] = metric($0, "cpu-µs/entry")
+		floorrate[n] = metric($0, "entries/s"); floorcpu[n] = metric($0, "cpu-µs/entry"); floorkb[n] = metric($0, "KB/entry")
 		next
 	}
 	auditn[++naudit] = n
@@ -71,7 +71,7 @@ function logtable() {
 		n = auditn[i]
 		printf "| audit at %d targets, from %s | %d entries/s (CPU %d µs/entry) | >= 10000 entries/s |\n", n, auditover[i] == "http" ? "HTTP" : "files", auditrate[i], auditcpu[i]
 		if (floorrate[n] != "" && !floorshown[n]++)
-			printf "| its floor at %d targets: read, SHA-256, JSON syntax, Ed25519 | %d entries/s (CPU %d µs/entry) | |\n", n, floorrate[n], floorcpu[n]
+			printf "| its floor at %d targets: read, SHA-256, JSON syntax, Ed25519 of %.1f KB/entry | %d entries/s (CPU %d µs/entry) | |\n", n, floorkb[n], floorrate[n], floorcpu[n]
 	}
 	print ""
 }
