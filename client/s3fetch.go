@@ -8,15 +8,15 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
+
+	"github.com/mtuf/mtuf/internal/s3opts"
 )
 
 // A repository read straight from a bucket has the URL
@@ -31,9 +31,7 @@ import (
 // s3Location is a repository file in a bucket.
 type s3Location struct {
 	bucket, key string
-	endpoint    string
-	region      string
-	pathStyle   bool
+	opts        s3opts.Options
 }
 
 func (l *s3Location) String() string { return "s3://" + l.bucket + "/" + l.key }
@@ -72,38 +70,15 @@ func parseS3URL(raw string) (*s3Location, error) {
 	if key == "" || path.Clean(key) != key || strings.HasPrefix(key, "/") || strings.HasPrefix(key, "../") {
 		return nil, fmt.Errorf("repository URL %q: %q is not a clean object key", raw, key)
 	}
-	loc := &s3Location{bucket: u.Host, key: key}
 	values, err := url.ParseQuery(query)
 	if err != nil {
 		return nil, fmt.Errorf("repository URL %q: options: %w", raw, err)
 	}
-	for name, vs := range values {
-		if len(vs) != 1 {
-			return nil, fmt.Errorf("repository URL %q: option %s given %d times", raw, name, len(vs))
-		}
-		v := vs[0]
-		switch name {
-		case "endpoint":
-			e, err := url.Parse(v)
-			if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
-				return nil, fmt.Errorf("repository URL %q: endpoint %q is not an http:// or https:// URL", raw, v)
-			}
-			loc.endpoint = v
-		case "region":
-			if v == "" {
-				return nil, fmt.Errorf("repository URL %q: empty region", raw)
-			}
-			loc.region = v
-		case "path-style":
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return nil, fmt.Errorf("repository URL %q: path-style=%q is not true or false", raw, v)
-			}
-			loc.pathStyle = b
-		default:
-			return nil, fmt.Errorf("repository URL %q: unknown option %q (known: endpoint, region, path-style)", raw, name)
-		}
+	opts, err := s3opts.Parse(values)
+	if err != nil {
+		return nil, fmt.Errorf("repository URL %q: %w", raw, err)
 	}
+	loc := &s3Location{bucket: u.Host, key: key, opts: opts}
 	return loc, nil
 }
 
@@ -149,32 +124,10 @@ func s3Open(ctx context.Context, rawURL string) (io.ReadCloser, int64, *s3Locati
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	var opts []func(*awsconfig.LoadOptions) error
-	if loc.region != "" {
-		opts = append(opts, awsconfig.WithRegion(loc.region))
-	}
-	cfg, err := awsconfig.LoadDefaultConfig(ctx, opts...)
+	client, err := loc.opts.Client(ctx)
 	if err != nil {
-		return nil, 0, loc, fmt.Errorf("%s: AWS configuration: %w", loc, err)
+		return nil, 0, loc, fmt.Errorf("%s: %w", loc, err)
 	}
-	if cfg.Region == "" {
-		if loc.endpoint == "" {
-			return nil, 0, loc, fmt.Errorf("%s: no region: add ?region=REGION to the repository URL or set AWS_REGION", loc)
-		}
-		// Stores other than AWS accept any region; SigV4 still needs one.
-		cfg.Region = "us-east-1"
-	}
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.UsePathStyle = loc.pathStyle
-		if loc.endpoint != "" {
-			o.BaseEndpoint = aws.String(loc.endpoint)
-			// Not every S3-compatible store returns the SDK's default
-			// CRC checksums; the TUF hashes check the content anyway.
-			if cfg.ResponseChecksumValidation == aws.ResponseChecksumValidationUnset {
-				o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-			}
-		}
-	})
 	out, err := client.GetObject(ctx, &s3.GetObjectInput{Bucket: aws.String(loc.bucket), Key: aws.String(loc.key)})
 	if err != nil {
 		return nil, 0, loc, s3Error(loc, rawURL, err)

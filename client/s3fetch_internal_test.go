@@ -30,7 +30,7 @@ func TestParseS3URL(t *testing.T) {
 			t.Errorf("%s: %v", tc.raw, err)
 			continue
 		}
-		if loc.bucket != tc.bucket || loc.key != tc.key || loc.endpoint != tc.endpoint || loc.region != tc.region || loc.pathStyle != tc.pathStyle {
+		if loc.bucket != tc.bucket || loc.key != tc.key || loc.opts.Endpoint != tc.endpoint || loc.opts.Region != tc.region || loc.opts.PathStyle != tc.pathStyle {
 			t.Errorf("%s: got %+v", tc.raw, *loc)
 		}
 	}

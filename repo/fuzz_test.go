@@ -66,13 +66,13 @@ func FuzzStorageURL(f *testing.F) {
 			}
 		}
 		q := url.Values{}
-		if loc.endpoint != "" {
-			q.Set("endpoint", loc.endpoint)
+		if loc.opts.Endpoint != "" {
+			q.Set("endpoint", loc.opts.Endpoint)
 		}
-		if loc.region != "" {
-			q.Set("region", loc.region)
+		if loc.opts.Region != "" {
+			q.Set("region", loc.opts.Region)
 		}
-		if loc.pathStyle {
+		if loc.opts.PathStyle {
 			q.Set("path-style", "true")
 		}
 		back := &url.URL{Scheme: "s3", Host: loc.bucket, Path: "/" + loc.prefix, RawQuery: q.Encode()}

@@ -9,15 +9,14 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"strconv"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 
+	"github.com/mtuf/mtuf/internal/s3opts"
 	"github.com/mtuf/mtuf/translog"
 )
 
@@ -78,49 +77,19 @@ func NewS3Storage(ctx context.Context, u *url.URL) (*S3Storage, error) {
 	if err != nil {
 		return nil, err
 	}
-	shown := u.Redacted()
-	var opts []func(*config.LoadOptions) error
-	if loc.region != "" {
-		opts = append(opts, config.WithRegion(loc.region))
-	}
-	cfg, err := config.LoadDefaultConfig(ctx, opts...)
+	client, err := loc.opts.Client(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("storage %s: AWS configuration: %w", shown, err)
+		return nil, fmt.Errorf("storage %s: %w", u.Redacted(), err)
 	}
-	if cfg.Region == "" {
-		if loc.endpoint == "" {
-			return nil, fmt.Errorf("storage %s: no region: add ?region=REGION to the URL or set AWS_REGION", shown)
-		}
-		// Stores other than AWS accept any region; SigV4 still needs one.
-		cfg.Region = "us-east-1"
-	}
-	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
-		o.UsePathStyle = loc.pathStyle
-		if loc.endpoint != "" {
-			o.BaseEndpoint = aws.String(loc.endpoint)
-			// The SDK's default CRC checksums (aws-chunked uploads with
-			// trailers) are not understood by every S3-compatible store;
-			// SigV4 already covers the payload's SHA-256. An explicit
-			// AWS_REQUEST_CHECKSUM_CALCULATION still wins.
-			if cfg.RequestChecksumCalculation == aws.RequestChecksumCalculationUnset {
-				o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenRequired
-			}
-			if cfg.ResponseChecksumValidation == aws.ResponseChecksumValidationUnset {
-				o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
-			}
-		}
-	})
 	return &S3Storage{client: client, bucket: loc.bucket, prefix: loc.prefix}, nil
 }
 
 // s3Location is what an s3:// storage URL says: where the repository is
 // and how to reach the store.
 type s3Location struct {
-	bucket    string
-	prefix    string // "" or a folder ending in "/"
-	endpoint  string
-	region    string
-	pathStyle bool
+	bucket string
+	prefix string // "" or a folder ending in "/"
+	opts   s3opts.Options
 }
 
 // parseS3URL checks an s3:// storage URL and its options.
@@ -144,33 +113,11 @@ func parseS3URL(u *url.URL) (s3Location, error) {
 		}
 		loc.prefix = prefix + "/"
 	}
-	for key, values := range u.Query() {
-		if len(values) != 1 {
-			return loc, fmt.Errorf("storage %s: option %s given %d times", shown, key, len(values))
-		}
-		v := values[0]
-		switch key {
-		case "endpoint":
-			e, err := url.Parse(v)
-			if err != nil || (e.Scheme != "http" && e.Scheme != "https") || e.Host == "" {
-				return loc, fmt.Errorf("storage %s: endpoint %q is not an http:// or https:// URL", shown, v)
-			}
-			loc.endpoint = v
-		case "region":
-			if v == "" {
-				return loc, fmt.Errorf("storage %s: empty region", shown)
-			}
-			loc.region = v
-		case "path-style":
-			b, err := strconv.ParseBool(v)
-			if err != nil {
-				return loc, fmt.Errorf("storage %s: path-style=%q is not true or false", shown, v)
-			}
-			loc.pathStyle = b
-		default:
-			return loc, fmt.Errorf("storage %s: unknown option %q (known: endpoint, region, path-style)", shown, key)
-		}
+	opts, err := s3opts.Parse(u.Query())
+	if err != nil {
+		return loc, fmt.Errorf("storage %s: %w", shown, err)
 	}
+	loc.opts = opts
 	return loc, nil
 }
 
