@@ -345,7 +345,11 @@ func (a *auditor) auditBatch(ctx context.Context, batch []loggedEntry) {
 		for _, b := range r.bins {
 			prev, ok := size[b.role]
 			if !ok {
-				prev = len(a.bins[b.role])
+				if last, replayed := a.bins[b.role]; replayed {
+					prev = len(last)
+				} else {
+					prev = len(a.st.Bins[b.role]) // where a followed audit stopped
+				}
 			}
 			n += max(0, len(b.md.Targets)-prev)
 			size[b.role] = len(b.md.Targets)
