@@ -17,7 +17,7 @@ import (
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 )
 
-// fetcher downloads repository files over http(s):// and file://. It
+// fetcher downloads repository files over http(s)://, s3:// and file://. It
 // implements go-tuf's fetcher.Fetcher.
 type fetcher struct {
 	ctx  context.Context
@@ -26,6 +26,8 @@ type fetcher struct {
 	// trailing slash: the files directly under it are metadata, checked
 	// to parse as the role they are fetched for.
 	metadataURL string
+	// s3 holds the clients of the buckets this fetcher reads.
+	s3 s3Clients
 }
 
 // DownloadFile implements go-tuf's fetcher.Fetcher. A missing file is

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
@@ -104,7 +105,7 @@ func (f *fetcher) s3Get(rawURL string, maxLength int64) ([]byte, error) {
 		ctx, cancel = context.WithTimeout(ctx, f.http.Timeout)
 		defer cancel()
 	}
-	body, n, loc, err := s3Open(ctx, rawURL)
+	body, n, loc, err := s3Open(ctx, &f.s3, rawURL)
 	if err != nil {
 		return nil, err
 	}
@@ -115,16 +116,42 @@ func (f *fetcher) s3Get(rawURL string, maxLength int64) ([]byte, error) {
 	return readLimited(body, n, maxLength, loc.String())
 }
 
+// s3Clients keeps the S3 clients of one operation (an update, a replay
+// of the log) by store options: making one loads the AWS configuration,
+// which takes milliseconds, and a new client opens new connections. A
+// later operation makes its own, with the credentials of its time.
+type s3Clients struct {
+	mu sync.Mutex
+	m  map[s3opts.Options]*s3.Client
+}
+
+func (c *s3Clients) get(ctx context.Context, o s3opts.Options) (*s3.Client, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if client, ok := c.m[o]; ok {
+		return client, nil
+	}
+	client, err := o.Client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.m == nil {
+		c.m = map[s3opts.Options]*s3.Client{}
+	}
+	c.m[o] = client
+	return client, nil
+}
+
 // s3Open starts reading a repository file from a bucket, for a caller
 // that streams it (a CLI release, too large to hold in memory). It
 // returns the body, which the caller closes, and its length (-1 when the
 // store does not say).
-func s3Open(ctx context.Context, rawURL string) (io.ReadCloser, int64, *s3Location, error) {
+func s3Open(ctx context.Context, clients *s3Clients, rawURL string) (io.ReadCloser, int64, *s3Location, error) {
 	loc, err := parseS3URL(rawURL)
 	if err != nil {
 		return nil, 0, nil, err
 	}
-	client, err := loc.opts.Client(ctx)
+	client, err := clients.get(ctx, loc.opts)
 	if err != nil {
 		return nil, 0, loc, fmt.Errorf("%s: %w", loc, err)
 	}

@@ -232,7 +232,7 @@ func (c *Client) open(ctx context.Context, rawURL string) (io.ReadCloser, error)
 	}
 	switch u.Scheme {
 	case "s3":
-		body, _, _, err := s3Open(ctx, rawURL)
+		body, _, _, err := s3Open(ctx, &s3Clients{}, rawURL)
 		return body, err
 	case "file":
 		f, err := os.Open(u.Path)

@@ -56,3 +56,15 @@ func TestClient(t *testing.T) {
 		t.Errorf("AWS: %v, %+v", err, c.Options())
 	}
 }
+
+// BenchmarkClient is what making a client costs (it loads the AWS
+// configuration), the reason a caller keeps one for an operation's
+// requests.
+func BenchmarkClient(b *testing.B) {
+	o := Options{Endpoint: "http://127.0.0.1:7070", Region: "us-east-1", PathStyle: true}
+	for b.Loop() {
+		if _, err := o.Client(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
