@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	tuf "github.com/theupdateframework/go-tuf/v2/metadata"
 )
@@ -74,5 +75,28 @@ func TestS3GetNeedsRegion(t *testing.T) {
 	var httpErr *tuf.ErrDownloadHTTP
 	if errors.As(err, &httpErr) {
 		t.Errorf("a configuration error reads as HTTP status %d", httpErr.StatusCode)
+	}
+}
+
+// One operation's fetcher makes one S3 client per store, whatever the
+// number of files it reads, and another for another store.
+func TestS3ClientPerStore(t *testing.T) {
+	t.Setenv("AWS_ACCESS_KEY_ID", "test-access-key")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
+	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
+	f := &fetcher{ctx: context.Background(), http: &http.Client{Timeout: 100 * time.Millisecond}}
+	// Nothing listens there: each read fails, after making its client.
+	store := "s3://b/repo?endpoint=http://127.0.0.1:1&region=us-east-1"
+	for _, name := range []string{"/metadata/timestamp.json", "/metadata/1.root.json", "/targets/a"} {
+		if _, err := f.DownloadFile(store+name, 1000, 0); err == nil {
+			t.Fatalf("%s: read from a store that is not there", name)
+		}
+	}
+	if len(f.s3.m) != 1 {
+		t.Errorf("%d clients for one store", len(f.s3.m))
+	}
+	f.DownloadFile("s3://b/repo?endpoint=http://127.0.0.1:2&region=us-east-1/metadata/timestamp.json", 1000, 0)
+	if len(f.s3.m) != 2 {
+		t.Errorf("%d clients for two stores", len(f.s3.m))
 	}
 }
