@@ -79,8 +79,7 @@ func parseS3URL(raw string) (*s3Location, error) {
 	if err != nil {
 		return nil, fmt.Errorf("repository URL %q: %w", raw, err)
 	}
-	loc := &s3Location{bucket: u.Host, key: key, opts: opts}
-	return loc, nil
+	return &s3Location{bucket: u.Host, key: key, opts: opts}, nil
 }
 
 // checkS3RepositoryURL tells whether raw is a usable s3:// repository URL,
